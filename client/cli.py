@@ -1,0 +1,401 @@
+"""The ``staycheck`` command line.
+
+Subcommands: ``authority keygen|sign|inspect`` (the health authority's tools), ``serve``
+(the server, imported only for that subcommand), ``submit``, ``keys`` and ``verify`` (the
+traveller's and verifier's side), and ``demo`` (the whole story on embedded sample data).
+
+Exit codes: 0 success; 1 a refusal (a token or bundle that does not verify, a call the
+server refused); 2 a usage or input error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from geo.errors import Error, SignedDataError
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _rfc3339(seconds: int) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    print(f"staycheck: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return pathlib.Path(path).read_bytes()
+    except OSError as e:
+        _fail(f"{what}: cannot read {path} ({e.strerror})")
+
+
+def _write_atomic(path: pathlib.Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False))
+
+
+# --- authority --------------------------------------------------------------------------
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from geo.keys import Ed25519Signer
+
+    signer = Ed25519Signer.generate()
+    private, public = pathlib.Path(args.private), pathlib.Path(args.public)
+    if not args.force and (private.exists() or public.exists()):
+        _fail("keygen: refusing to overwrite an existing key file (use --force)")
+    _write_atomic(private, signer.to_pem(), 0o600)
+    _write_atomic(public, signer.public_key.to_pem(), 0o644)
+    print(f"authority key {signer.kid.hex()}: private {private} (0600), public {public}")
+    return EXIT_OK
+
+
+def _progress(done: int, total: int) -> None:
+    if sys.stderr.isatty() and total >= 1000:
+        width = 30
+        filled = width * done // max(total, 1)
+        bar = "#" * filled + "-" * (width - filled)
+        end = "\n" if done >= total else ""
+        print(f"\rbuilding [{bar}] {done}/{total} areas", end=end, file=sys.stderr, flush=True)
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from geo.authoring import build_bundle, parse_time
+    from geo.bundle import Level, Policy
+    from geo.keys import Ed25519Signer
+    from geo.trust import sign_bundle
+
+    try:
+        expires = parse_time(args.expires)
+        issued = parse_time(args.issued_at) if args.issued_at else _now()
+    except ValueError:
+        _fail("sign: --expires and --issued-at must be RFC 3339 times with an offset")
+    try:
+        levels = frozenset(Level.parse(x) for x in args.flag_levels.split(",") if x.strip())
+    except ValueError:
+        _fail("sign: --flag-levels must be a comma-separated list of low, medium, high")
+    policy = Policy(
+        window_days=args.window_days,
+        min_stay_s=round(args.min_stay_hours * 3600),
+        flagged_levels=levels,
+        tolerance_m=args.tolerance_m,
+    )
+    try:
+        collection = json.loads(_read(args.areas, "areas"))
+    except ValueError:
+        _fail("sign: --areas is not valid JSON")
+    signer = Ed25519Signer.from_pem(_read(args.key, "key"))
+    msg = build_bundle(
+        collection,
+        version=args.version,
+        issued_at=issued,
+        expires_at=expires,
+        policy=policy,
+        progress=_progress,
+    )
+    data = sign_bundle(msg.SerializeToString(deterministic=True), signer)
+    out = pathlib.Path(args.out)
+    _write_atomic(out, data, 0o644)
+    print(
+        f"signed bundle version {args.version}: {len(msg.areas)} areas, expires "
+        f"{_rfc3339(expires)}, sha256 {hashlib.sha256(data).hexdigest()} -> {out}"
+    )
+    return EXIT_OK
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from geo.keys import AuthorityKeySet, KeySet, PublicKey
+    from geo.trust import open_bundle
+
+    key = PublicKey.from_pem(_read(args.authority_key, "authority key"))
+    try:
+        bundle = open_bundle(_read(args.bundle, "bundle"), AuthorityKeySet(KeySet([key])))
+    except SignedDataError as e:
+        _fail(f"inspect: bundle refused: {e}", EXIT_REFUSED)
+    policy = bundle.policy
+    _print_json(
+        {
+            "version": bundle.version,
+            "issued_at": _rfc3339(bundle.issued_at),
+            "expires_at": _rfc3339(bundle.expires_at),
+            "expired": bundle.expires_at <= _now(),
+            "policy": {
+                "window_days": policy.window_days,
+                "min_stay_hours": policy.min_stay_s / 3600,
+                "flagged_levels": sorted(lv.label for lv in policy.flagged_levels),
+                "tolerance_m": policy.tolerance_m,
+            },
+            "area_count": bundle.area_count,
+            "flagged_area_count": len(bundle.index),
+            "sha256": bundle.digest,
+            "signed_by": key.kid.hex(),
+        }
+    )
+    return EXIT_OK
+
+
+# --- server -----------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from server.app import run
+    from server.config import ServerConfig
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    config = ServerConfig(
+        listen=args.listen,
+        bundle_path=pathlib.Path(args.bundle),
+        authority_key_path=pathlib.Path(args.authority_key),
+        state_dir=pathlib.Path(args.state_dir),
+        issuer=args.issuer,
+    )
+    return run(config)
+
+
+# --- traveller and verifier ---------------------------------------------------------------
+
+
+def _client(server: str) -> Any:
+    from client.client import StayCheckClient
+
+    return StayCheckClient(server)
+
+
+def _rpc_failed(e: Any) -> NoReturn:
+    _fail(f"server refused: {e.code().name}: {e.details()}", EXIT_REFUSED)
+
+
+def load_itinerary(data: bytes) -> Any:
+    """Parse the proto3 JSON form of ``staycheck.v1.Itinerary``."""
+    from google.protobuf import json_format
+
+    from client._pb import verification_pb2 as pb
+
+    try:
+        return json_format.Parse(data, pb.Itinerary())
+    except json_format.ParseError:
+        # The parser's message may quote the input: say only where to look.
+        raise ValueError("itinerary: not the proto3 JSON form of staycheck.v1.Itinerary") from None
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import grpc
+
+    from client.binding import compute_binding, new_salt
+    from geo.matching import Status
+
+    try:
+        itinerary = load_itinerary(_read(args.itinerary, "itinerary"))
+    except ValueError as e:
+        _fail(f"submit: {e}")
+    salt = binding = b""
+    if args.subject_id is not None:
+        salt = new_salt()
+        try:
+            binding = compute_binding(args.subject_id, salt)
+        except ValueError as e:
+            _fail(f"submit: --subject-id: {e}")
+    with _client(args.server) as c:
+        try:
+            response = c.submit(itinerary, subject_binding=binding)
+        except grpc.RpcError as e:
+            _rpc_failed(e)
+    status = Status(response.status)
+    out = {
+        "status": status.name,
+        "label": status.label_zh,
+        "token": response.token,
+        "issued_at": _rfc3339(response.issued_at.seconds),
+        "expires_at": _rfc3339(response.expires_at.seconds),
+        "riskset_version": response.riskset_version,
+    }
+    if salt:
+        out["salt"] = salt.hex()
+    _print_json(out)
+    return EXIT_OK
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    import grpc
+
+    with _client(args.server) as c:
+        try:
+            text = c.verdict_keys_json()
+        except grpc.RpcError as e:
+            _rpc_failed(e)
+    print(text, end="" if text.endswith("\n") else "\n")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from client.binding import SALT_LENGTH, compute_binding
+    from client.verifier import reason, verify_token
+    from geo.errors import ConfigurationError
+    from geo.keys import KeySet, VerdictKeySet
+
+    token = sys.stdin.read().strip() if args.token == "-" else args.token
+    try:
+        keys = VerdictKeySet(KeySet.from_jwks(_read(args.keys, "keys")))
+    except ConfigurationError as e:
+        _fail(f"verify: --keys: {e}")
+    binding = None
+    if (args.subject_id is None) != (args.salt is None):
+        _fail("verify: --subject-id and --salt go together")
+    if args.subject_id is not None:
+        try:
+            salt = bytes.fromhex(args.salt)
+            if len(salt) != SALT_LENGTH:
+                raise ValueError
+            binding = compute_binding(args.subject_id, salt)
+        except ValueError:
+            _fail(f"verify: --salt must be {SALT_LENGTH} bytes in hex; --subject-id non-empty")
+    try:
+        verdict = verify_token(
+            token,
+            keys,
+            now=_now(),
+            subject_binding=binding,
+            min_riskset_version=args.min_riskset_version,
+        )
+    except SignedDataError as e:
+        print(f"refused: {reason(e)}: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    _print_json(
+        {
+            "status": verdict.status.name,
+            "label": verdict.status.label_zh,
+            "issuer": verdict.issuer,
+            "issued_at": _rfc3339(verdict.issued_at),
+            "expires_at": _rfc3339(verdict.expires_at),
+            "riskset_version": verdict.riskset_version,
+            "bound": bool(verdict.binding),
+        }
+    )
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from client.demo import run_demo
+
+    return run_demo()
+
+
+# --- parser -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="staycheck",
+        description="Privacy-preserving itinerary verification: signed risk areas in, "
+        "signed verdicts out.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    authority = sub.add_parser("authority", help="health authority tools: keys, bundles")
+    asub = authority.add_subparsers(dest="authority_command", required=True, metavar="COMMAND")
+    p = asub.add_parser("keygen", help="make an Ed25519 authority key pair")
+    p.add_argument("--private", required=True, metavar="PATH", help="private key (PEM, 0600)")
+    p.add_argument("--public", required=True, metavar="PATH", help="public key (PEM)")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(func=cmd_keygen)
+
+    p = asub.add_parser("sign", help="build and sign a risk-area bundle from GeoJSON")
+    p.add_argument("--areas", required=True, metavar="AREAS.geojson")
+    p.add_argument("--version", required=True, type=int, metavar="N", help="strictly increasing")
+    p.add_argument("--expires", required=True, metavar="RFC3339")
+    p.add_argument("--issued-at", metavar="RFC3339", help="default: now")
+    p.add_argument("--key", required=True, metavar="PRIVATE", help="authority private key")
+    p.add_argument("--out", required=True, metavar="BUNDLE", help="written atomically")
+    p.add_argument("--window-days", type=int, default=14, metavar="DAYS")
+    p.add_argument("--min-stay-hours", type=float, default=4.0, metavar="HOURS")
+    p.add_argument("--tolerance-m", type=float, default=0.0, metavar="METRES")
+    p.add_argument("--flag-levels", default="medium,high", metavar="LEVELS")
+    p.set_defaults(func=cmd_sign)
+
+    p = asub.add_parser("inspect", help="check a bundle's signature and show what it holds")
+    p.add_argument("bundle", metavar="BUNDLE")
+    p.add_argument("--authority-key", required=True, metavar="PUBLIC")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("serve", help="run the gRPC server")
+    p.add_argument("--listen", required=True, metavar="HOST:PORT", help="port 0: any free port")
+    p.add_argument("--bundle", required=True, metavar="BUNDLE", help="watched; SIGHUP reloads")
+    p.add_argument("--authority-key", required=True, metavar="PUBLIC")
+    p.add_argument("--state-dir", required=True, metavar="DIR", help="verdict keys, version floor")
+    p.add_argument("--issuer", required=True, metavar="CODE", help="province code, e.g. 110000")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("submit", help="submit an itinerary, print the verdict")
+    p.add_argument("--server", required=True, metavar="HOST:PORT")
+    p.add_argument("--itinerary", required=True, metavar="FILE.json")
+    p.add_argument(
+        "--subject-id", metavar="ID", help="bind the verdict to this ID (hashed here, never sent)"
+    )
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("keys", help="print the server's verdict keys (JWKS)")
+    p.add_argument("--server", required=True, metavar="HOST:PORT")
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("verify", help="verify a verdict token offline")
+    p.add_argument("token", metavar="TOKEN", help="SC1:... or - to read stdin")
+    p.add_argument("--keys", required=True, metavar="JWKS.json")
+    p.add_argument("--subject-id", metavar="ID")
+    p.add_argument("--salt", metavar="HEX")
+    p.add_argument("--min-riskset-version", type=int, metavar="N")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("demo", help="the whole story on embedded sample data")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except Error as e:
+        _fail(str(e))
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""A Python client for the StayCheck service.
+
+Calls wait for the server to be ready and are retried on UNAVAILABLE by gRPC's own retry
+policy (safe: submitting an itinerary twice yields two equivalent verdicts and changes no
+state). Channel credentials are the caller's choice (plaintext for loopback, TLS otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from client._pb import verification_pb2 as pb
+from client._pb import verification_pb2_grpc as pb_grpc
+from geo.keys import KeySet, VerdictKeySet
+
+_RETRY_POLICY = {
+    "methodConfig": [
+        {
+            "name": [{"service": "staycheck.v1.ItineraryVerification"}],
+            "waitForReady": True,
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "2s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
+
+
+class StayCheckClient:
+    """``with StayCheckClient("127.0.0.1:50051") as c: c.submit(itinerary)``."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout_s: float = 10.0,
+        options: list[tuple[str, Any]] | None = None,
+    ) -> None:
+        opts = [("grpc.service_config", json.dumps(_RETRY_POLICY)), *(options or [])]
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target, options=opts)
+        else:
+            self._channel = grpc.secure_channel(target, credentials, options=opts)
+        self._stub = pb_grpc.ItineraryVerificationStub(self._channel)
+        self._timeout_s = timeout_s
+
+    def submit(
+        self, itinerary: pb.Itinerary, *, subject_binding: bytes = b""
+    ) -> pb.SubmitItineraryResponse:
+        request = pb.SubmitItineraryRequest(itinerary=itinerary, subject_binding=subject_binding)
+        response: pb.SubmitItineraryResponse = self._stub.SubmitItinerary(
+            request, timeout=self._timeout_s
+        )
+        return response
+
+    def verdict_keys_json(self) -> str:
+        response = self._stub.GetVerdictKeys(pb.GetVerdictKeysRequest(), timeout=self._timeout_s)
+        return str(response.jwks_json)
+
+    def verdict_keys(self) -> VerdictKeySet:
+        return VerdictKeySet(KeySet.from_jwks(self.verdict_keys_json()))
+
+    def risk_area_status(self) -> pb.GetRiskAreaStatusResponse:
+        response: pb.GetRiskAreaStatusResponse = self._stub.GetRiskAreaStatus(
+            pb.GetRiskAreaStatusRequest(), timeout=self._timeout_s
+        )
+        return response
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> StayCheckClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,80 @@
+"""The offline verdict verifier: what a hotel, venue or checkpoint runs.
+
+:func:`verify_token` accepts a token when
+
+- it decodes (``client.verdict``) and its claims pass the allowlist;
+- its ``kid`` names a key of the issuer's key set, and that key's algorithm (from the key
+  set, never from the token) equals the header's ``alg``;
+- the key was valid at ``iat`` and the Ed25519 signature verifies;
+- ``iss`` is the key set's issuer;
+- ``now`` lies in ``[iat - skew, exp + skew]``;
+- when asked: the binding matches the given one, and the bundle version is at least the
+  given minimum.
+
+Otherwise it raises a :class:`geo.errors.SignedDataError` subclass, whose
+:func:`reason` is one of the fixed texts the command line prints. Needs nothing from
+``server`` and nothing from gRPC.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from client.verdict import Verdict, decode_token
+from geo.errors import (
+    BadSignatureError,
+    BindingMismatchError,
+    ExpiredError,
+    MalformedError,
+    SignedDataError,
+    StaleVersionError,
+    UnknownKeyError,
+)
+from geo.keys import VerdictKeySet
+
+DEFAULT_SKEW_S = 120
+
+_REASONS: list[tuple[type[SignedDataError], str]] = [
+    (MalformedError, "malformed"),
+    (BadSignatureError, "bad signature"),
+    (UnknownKeyError, "unknown key"),
+    (ExpiredError, "expired"),
+    (BindingMismatchError, "binding mismatch"),
+    (StaleVersionError, "stale bundle version"),
+]
+
+
+def reason(error: SignedDataError) -> str:
+    """The short, fixed reason for a refusal, e.g. ``"bad signature"``."""
+    for cls, text in _REASONS:
+        if isinstance(error, cls):
+            return text
+    return "invalid"
+
+
+def verify_token(
+    token: str,
+    keys: VerdictKeySet,
+    *,
+    now: int,
+    subject_binding: bytes | None = None,
+    min_riskset_version: int | None = None,
+    skew_s: int = DEFAULT_SKEW_S,
+) -> Verdict:
+    """Return the verdict if the token is authentic and acceptable at ``now``; else raise."""
+    sign1, verdict = decode_token(token)
+    key = keys.get(sign1.kid)
+    if sign1.alg != key.alg:
+        raise BadSignatureError("token: alg does not match the key's algorithm")
+    keys.verify(key_id=key.kid, signature=sign1.signature, data=sign1.to_be_signed(), at=verdict.issued_at)
+    if keys.issuer is not None and verdict.issuer != keys.issuer:
+        raise UnknownKeyError("token: issuer does not own this key")
+    if now < verdict.issued_at - skew_s:
+        raise ExpiredError("token: issued in the future")
+    if now > verdict.expires_at + skew_s:
+        raise ExpiredError("token: expired")
+    if subject_binding is not None and not hmac.compare_digest(verdict.binding, subject_binding):
+        raise BindingMismatchError("token: bound to someone else")
+    if min_riskset_version is not None and verdict.riskset_version < min_riskset_version:
+        raise StaleVersionError("token: computed against an older risk-area bundle")
+    return verdict

@@ -1,0 +1,264 @@
+"""The risk-area bundle: its model, its invariants and its spatial index.
+
+What it does: decodes the signed payload (a serialized ``staycheck.v1.RiskAreaBundle``),
+checks every invariant once, at construction (versions, dates, policy ranges, unique area
+ids, city codes, valid Polygon/MultiPolygon geometries, active intervals), and builds the
+:class:`RiskIndex` used by matching: an STRtree over the areas of flagged levels only, with
+their active intervals as NumPy arrays, built once per bundle.
+
+What it does not do: check signatures, versions against what is trusted, or expiry against
+a clock; that is ``geo.trust``. It opens no file.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+from google.protobuf.message import DecodeError
+
+from geo import geodesy
+from geo._pb import bundle_pb2
+from geo.errors import MalformedError
+from geo.itinerary import is_city_code
+
+OPEN_END = np.iinfo(np.int64).max
+"""``active_until`` of an area that is still active."""
+
+
+class Level(enum.IntEnum):
+    LOW = bundle_pb2.RISK_LEVEL_LOW
+    MEDIUM = bundle_pb2.RISK_LEVEL_MEDIUM
+    HIGH = bundle_pb2.RISK_LEVEL_HIGH
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Level:
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ValueError("level must be one of low, medium, high") from None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How an itinerary is matched (SPEC.md, matching rule)."""
+
+    window_days: int = 14
+    """Look-back window, days (1-60)."""
+    min_stay_s: int = 4 * 3600
+    """Minimum total stay in a city for it to count, seconds (1 s to the window)."""
+    flagged_levels: frozenset[Level] = frozenset({Level.MEDIUM, Level.HIGH})
+    """Levels that make a hit; at least one."""
+    tolerance_m: float = 0.0
+    """Geodesic metres within which a point near an area still hits it (0-50 000)."""
+
+    @property
+    def window_s(self) -> int:
+        return self.window_days * 86400
+
+    def check(self) -> None:
+        """Raise :class:`MalformedError` if a field is out of range."""
+        if not 1 <= self.window_days <= 60:
+            raise MalformedError("policy.window_days: must be within 1-60")
+        if not 1 <= self.min_stay_s <= self.window_s:
+            raise MalformedError("policy.min_stay_seconds: must be within 1 s and the window")
+        if not self.flagged_levels:
+            raise MalformedError("policy.flagged_levels: must name at least one level")
+        if not 0.0 <= self.tolerance_m <= geodesy.MAX_TOLERANCE_M:  # also refuses NaN
+            raise MalformedError(
+                f"policy.tolerance_m: must be within 0-{geodesy.MAX_TOLERANCE_M:.0f} metres"
+            )
+
+    def to_proto(self) -> bundle_pb2.Policy:
+        return bundle_pb2.Policy(
+            window_days=self.window_days,
+            min_stay_seconds=self.min_stay_s,
+            flagged_levels=sorted(int(level) for level in self.flagged_levels),
+            tolerance_m=self.tolerance_m,
+        )
+
+    @classmethod
+    def from_proto(cls, msg: bundle_pb2.Policy) -> Policy:
+        try:
+            levels = frozenset(Level(v) for v in msg.flagged_levels)
+        except ValueError:
+            raise MalformedError("policy.flagged_levels: unknown level") from None
+        policy = cls(msg.window_days, msg.min_stay_seconds, levels, msg.tolerance_m)
+        policy.check()
+        return policy
+
+
+class RiskIndex:
+    """Spatial and temporal index over the areas of flagged levels."""
+
+    def __init__(
+        self,
+        geometries: npt.NDArray[np.object_],
+        city_codes: list[str],
+        active_from: npt.NDArray[np.int64],
+        active_until: npt.NDArray[np.int64],
+        *,
+        tolerance_m: float,
+    ) -> None:
+        self._geometries = geometries
+        self._from = active_from
+        self._until = active_until
+        self._tolerance_m = tolerance_m
+        shapely.prepare(geometries)
+        self._tree = shapely.STRtree(geometries)
+        by_city: dict[str, list[int]] = {}
+        for i, code in enumerate(city_codes):
+            by_city.setdefault(code, []).append(i)
+        self._by_city = {
+            code: (active_from[idx], active_until[idx]) for code, idx in by_city.items()
+        }
+
+    def __len__(self) -> int:
+        return len(self._geometries)
+
+    def any_point_hit(
+        self,
+        lats: npt.NDArray[np.float64],
+        lons: npt.NDArray[np.float64],
+        starts: npt.NDArray[np.int64],
+        ends: npt.NDArray[np.int64],
+    ) -> bool:
+        """True if a point lies in (or within tolerance of) an area active in its interval."""
+        if not len(self._geometries) or not len(lats):
+            return False
+        points = shapely.points(lons, lats)
+        if self._tolerance_m > 0:
+            radius = geodesy.search_radius_deg(lats, self._tolerance_m)
+            pairs = self._tree.query(points, predicate="dwithin", distance=radius)
+        else:
+            pairs = self._tree.query(points, predicate="intersects")
+        if not pairs.shape[1]:
+            return False
+        pi, ai = pairs
+        active = (self._from[ai] < ends[pi]) & (starts[pi] < self._until[ai])
+        if self._tolerance_m <= 0:
+            return bool(active.any())
+        for p, a in zip(pi[active], ai[active], strict=True):
+            geometry = self._geometries[a]
+            if shapely.intersects(geometry, points[p]) or (
+                geodesy.distance_m(float(lats[p]), float(lons[p]), geometry)
+                <= self._tolerance_m
+            ):
+                return True
+        return False
+
+    def any_city_hit(self, city_code: str, start: int, end: int) -> bool:
+        """True if ``city_code`` holds an area active at some time in ``[start, end)``."""
+        windows = self._by_city.get(city_code)
+        if windows is None:
+            return False
+        af, au = windows
+        return bool(((af < end) & (start < au)).any())
+
+
+@dataclass(frozen=True)
+class RiskAreaBundle:
+    """A decoded, internally consistent bundle. Build with :meth:`from_payload`."""
+
+    version: int
+    issued_at: int
+    expires_at: int
+    policy: Policy
+    area_count: int
+    digest: str
+    """SHA-256 (hex) of the signed file this came from."""
+    index: RiskIndex = field(repr=False, compare=False)
+
+    @classmethod
+    def from_payload(cls, payload: bytes, *, digest: str) -> RiskAreaBundle:
+        try:
+            msg = bundle_pb2.RiskAreaBundle.FromString(payload)
+        except DecodeError as e:
+            raise MalformedError("bundle: payload is not a RiskAreaBundle") from e
+        return cls.from_proto(msg, digest=digest)
+
+    @classmethod
+    def from_proto(cls, msg: bundle_pb2.RiskAreaBundle, *, digest: str) -> RiskAreaBundle:
+        if msg.version <= 0:
+            raise MalformedError("bundle.version: must be positive")
+        if not (msg.HasField("issued_at") and msg.HasField("expires_at")):
+            raise MalformedError("bundle: issued_at and expires_at are required")
+        issued_at, expires_at = msg.issued_at.seconds, msg.expires_at.seconds
+        if expires_at <= issued_at:
+            raise MalformedError("bundle.expires_at: must be after issued_at")
+        policy = Policy.from_proto(msg.policy) if msg.HasField("policy") else Policy()
+        flagged = {int(level) for level in policy.flagged_levels}
+
+        n = len(msg.areas)
+        wkbs: list[bytes] = []
+        codes: list[str] = []
+        active_from = np.empty(n, dtype=np.int64)
+        active_until = np.empty(n, dtype=np.int64)
+        keep = np.zeros(n, dtype=bool)
+        seen: set[str] = set()
+        for i, area in enumerate(msg.areas):
+            if not area.id or area.id in seen:
+                raise MalformedError(f"areas[{i}].id: must be non-empty and unique")
+            seen.add(area.id)
+            if not is_city_code(area.city_code):
+                raise MalformedError(f"areas[{i}].city_code: must be a prefecture-level code")
+            if area.level not in (Level.LOW, Level.MEDIUM, Level.HIGH):
+                raise MalformedError(f"areas[{i}].level: must be low, medium or high")
+            if not area.HasField("active_from"):
+                raise MalformedError(f"areas[{i}].active_from: required")
+            active_from[i] = area.active_from.seconds
+            if area.HasField("active_until"):
+                active_until[i] = area.active_until.seconds
+                if active_until[i] <= active_from[i]:
+                    raise MalformedError(f"areas[{i}].active_until: must be after active_from")
+            else:
+                active_until[i] = OPEN_END
+            wkbs.append(area.geometry_wkb)
+            codes.append(area.city_code)
+            keep[i] = area.level in flagged
+
+        try:
+            geometries = shapely.from_wkb(np.array(wkbs, dtype=object), on_invalid="raise")
+        except Exception as e:  # shapely raises GEOSException and others on bad WKB
+            raise MalformedError("areas: geometry_wkb is not valid WKB") from e
+        _check_geometries(geometries)
+        idx = np.flatnonzero(keep)
+        index = RiskIndex(
+            geometries[idx],
+            [codes[i] for i in idx],
+            active_from[idx],
+            active_until[idx],
+            tolerance_m=policy.tolerance_m,
+        )
+        return cls(msg.version, issued_at, expires_at, policy, n, digest, index)
+
+
+_POLYGONAL = (shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON)
+
+
+def _check_geometries(geometries: npt.NDArray[np.object_]) -> None:
+    if not len(geometries):
+        return
+    types = shapely.get_type_id(geometries)
+    bad = np.flatnonzero(~np.isin(types, _POLYGONAL) | shapely.is_empty(geometries))
+    if len(bad):
+        raise MalformedError(f"areas[{bad[0]}].geometry_wkb: must be a Polygon or MultiPolygon")
+    bounds = shapely.bounds(geometries)
+    out = (bounds[:, 0] < -180) | (bounds[:, 2] > 180) | (bounds[:, 1] < -90) | (bounds[:, 3] > 90)
+    out |= ~np.isfinite(bounds).all(axis=1)
+    if out.any():
+        raise MalformedError(
+            f"areas[{np.flatnonzero(out)[0]}].geometry_wkb: coordinates out of range"
+        )
+    invalid = np.flatnonzero(~shapely.is_valid(geometries))
+    if len(invalid):
+        raise MalformedError(
+            f"areas[{invalid[0]}].geometry_wkb: not a valid polygon (self-intersection?)"
+        )

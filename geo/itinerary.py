@@ -1,0 +1,90 @@
+"""Itineraries: the stays a traveller submits, and the rules every stay must follow.
+
+What it does: defines :class:`Stay` and :class:`ItineraryLimits`, and :func:`validate`,
+which checks an itinerary against the limits and raises :class:`InvalidInputError` naming
+the field (``stays[3].departure``) and the rule, never the value.
+
+What it does not do: decode protobuf or JSON (the shells do), or match (``geo.matching``).
+Times are Unix seconds (sub-second parts are dropped by the shells); locations are WGS-84
+degrees.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from geo.errors import InvalidInputError
+
+# GB/T 2260: two digits of province (11-82), two of prefecture (01-99), two of county (00 for
+# the prefecture itself). Province-administered county-level units (the "90" prefecture block,
+# such as 429004 Xiantao) stand in for prefectures and are accepted too.
+_CITY_CODE = re.compile(r"(?:1[1-5]|2[1-3]|3[1-7]|4[1-6]|5[0-4]|6[1-5]|7[1]|8[12])(?:(?!00)\d\d00|90\d\d)")
+
+
+def is_city_code(code: str) -> bool:
+    """True for a six-digit GB/T 2260 code of a prefecture-level city (e.g. ``120100``)."""
+    return len(code) == 6 and code.isascii() and _CITY_CODE.fullmatch(code) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Stay:
+    """One stay. ``location`` is ``(latitude, longitude)`` or None (city-level rule)."""
+
+    city_code: str
+    arrival: int
+    departure: int
+    location: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class ItineraryLimits:
+    """Limits on what a caller may submit (docs/limits.md)."""
+
+    max_stays: int = 1000
+    """Stays per itinerary; 14 days of hourly stays is 336."""
+    max_future_s: int = 24 * 3600
+    """How far after ``now`` a departure may lie, in seconds (planned departures)."""
+    earliest: int = 0
+    """Earliest acceptable time, Unix seconds (1970-01-01T00:00:00Z)."""
+
+
+DEFAULT_LIMITS = ItineraryLimits()
+
+
+def validate_location(field: str, lat: float, lon: float) -> None:
+    if not (math.isfinite(lat) and math.isfinite(lon)):
+        raise InvalidInputError(field, "coordinates must be finite numbers")
+    if not -90.0 <= lat <= 90.0:
+        raise InvalidInputError(f"{field}.latitude", "must be within [-90, 90] degrees")
+    if not -180.0 <= lon <= 180.0:
+        raise InvalidInputError(f"{field}.longitude", "must be within [-180, 180] degrees")
+
+
+def validate(stays: Sequence[Stay], *, now: int, limits: ItineraryLimits = DEFAULT_LIMITS) -> None:
+    """Raise :class:`InvalidInputError` for the first stay that breaks a rule.
+
+    Accepted on purpose: an empty itinerary, duplicate and overlapping stays (their time is
+    counted once per city), stays that lie wholly outside the window (ignored).
+    """
+    if len(stays) > limits.max_stays:
+        raise InvalidInputError("stays", f"at most {limits.max_stays} stays per itinerary")
+    latest = now + limits.max_future_s
+    for i, stay in enumerate(stays):
+        field = f"stays[{i}]"
+        if not is_city_code(stay.city_code):
+            raise InvalidInputError(
+                f"{field}.city_code", "must be a six-digit GB/T 2260 prefecture-level city code"
+            )
+        if stay.arrival < limits.earliest:
+            raise InvalidInputError(f"{field}.arrival", "must not be before 1970-01-01")
+        if stay.departure > latest:
+            raise InvalidInputError(
+                f"{field}.departure", f"must not be more than {limits.max_future_s} s in the future"
+            )
+        if stay.departure <= stay.arrival:
+            raise InvalidInputError(f"{field}.departure", "must be after arrival")
+        if stay.location is not None:
+            validate_location(f"{field}.location", *stay.location)

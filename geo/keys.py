@@ -1,0 +1,306 @@
+"""Keys, key sets and signers: the trust objects of StayCheck.
+
+- :class:`PublicKey`: one verification key with its algorithm, key id and validity window.
+- :class:`KeySet`: keys trusted for one purpose, with
+  ``verify(*, key_id, signature, data, at)``. The key id is an unauthenticated hint: it only
+  selects the key; the algorithm always comes from the key set, never from the signed data.
+- :data:`AuthorityKeySet` and :data:`VerdictKeySet`: key sets of different purpose, kept
+  apart by type.
+- :class:`Signer`: the one small interface signing goes through (a key file today, an HSM
+  later), with :class:`Ed25519Signer` as the key-file backend.
+- JWKS (RFC 7517/8037) import and export, with ``nbf``/``exp`` members giving each key's
+  validity window in Unix seconds.
+
+Pure: takes and returns bytes and objects; reads no file and no clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NewType, Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from geo.cose import ALG_EDDSA
+from geo.errors import BadSignatureError, ConfigurationError, ExpiredError, UnknownKeyError
+
+ALG_NAMES = {ALG_EDDSA: "EdDSA"}
+KID_LENGTH = 8
+
+
+def key_id(raw_public_key: bytes) -> bytes:
+    """The key id: the first 8 bytes of SHA-256 of the raw public key."""
+    return hashlib.sha256(raw_public_key).digest()[:KID_LENGTH]
+
+
+# Ed25519 small-order check (RFC 8032 arithmetic), to refuse degenerate keys at load.
+_P = 2**255 - 19
+_D = (-121665 * pow(121666, _P - 2, _P)) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def _decode_point(raw: bytes) -> tuple[int, int] | None:
+    """Decompress an Ed25519 point; None if the encoding is not a canonical curve point."""
+    if len(raw) != 32:
+        return None
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    sign = raw[31] >> 7
+    if y >= _P:
+        return None
+    u = (y * y - 1) % _P
+    v = (_D * y * y + 1) % _P
+    x = (u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P)) % _P
+    if (v * x * x - u) % _P != 0:
+        x = (x * _SQRT_M1) % _P
+        if (v * x * x - u) % _P != 0:
+            return None
+    if x == 0 and sign:
+        return None
+    if x & 1 != sign:
+        x = _P - x
+    return x, y
+
+
+def _edwards_add(p: tuple[int, int], q: tuple[int, int]) -> tuple[int, int]:
+    (x1, y1), (x2, y2) = p, q
+    t = _D * x1 * x2 * y1 * y2 % _P
+    x3 = (x1 * y2 + x2 * y1) * pow(1 + t, _P - 2, _P) % _P
+    y3 = (y1 * y2 + x1 * x2) * pow(1 - t, _P - 2, _P) % _P
+    return x3, y3
+
+
+def is_weak_ed25519_key(raw: bytes) -> bool:
+    """True if ``raw`` is not a canonical point or has small order (8*P is the identity)."""
+    point = _decode_point(raw)
+    if point is None:
+        return True
+    for _ in range(3):
+        point = _edwards_add(point, point)
+    return point == (0, 1)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(text: str) -> bytes:
+    if not isinstance(text, str) or not text.isascii():
+        raise ValueError("not base64url text")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """A verification key. ``not_before``/``not_after`` bound when it may have signed."""
+
+    kid: bytes
+    alg: int
+    key: Ed25519PublicKey
+    raw: bytes
+    not_before: int | None = None
+    not_after: int | None = None
+
+    @classmethod
+    def from_ed25519(
+        cls,
+        key: Ed25519PublicKey,
+        *,
+        not_before: int | None = None,
+        not_after: int | None = None,
+    ) -> PublicKey:
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        if is_weak_ed25519_key(raw):
+            raise ConfigurationError("public key: not a canonical Ed25519 point of full order")
+        return cls(key_id(raw), ALG_EDDSA, key, raw, not_before, not_after)
+
+    @classmethod
+    def from_pem(cls, data: bytes) -> PublicKey:
+        try:
+            key = serialization.load_pem_public_key(data)
+        except ValueError as e:
+            raise ConfigurationError("public key: not a PEM public key") from e
+        if not isinstance(key, Ed25519PublicKey):
+            raise ConfigurationError("public key: not an Ed25519 key")
+        return cls.from_ed25519(key)
+
+    def to_pem(self) -> bytes:
+        return self.key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def valid_at(self, t: int) -> bool:
+        if self.not_before is not None and t < self.not_before:
+            return False
+        return self.not_after is None or t <= self.not_after
+
+    def to_jwk(self) -> dict[str, Any]:
+        jwk: dict[str, Any] = {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": _b64url(self.raw),
+            "kid": self.kid.hex(),
+            "alg": ALG_NAMES[self.alg],
+            "use": "sig",
+        }
+        if self.not_before is not None:
+            jwk["nbf"] = self.not_before
+        if self.not_after is not None:
+            jwk["exp"] = self.not_after
+        return jwk
+
+    @classmethod
+    def from_jwk(cls, jwk: Mapping[str, Any]) -> PublicKey:
+        if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+            raise ConfigurationError("jwk: only kty OKP with crv Ed25519 is supported")
+        if jwk.get("alg", "EdDSA") != "EdDSA":
+            raise ConfigurationError("jwk: alg must be EdDSA for an Ed25519 key")
+        try:
+            raw = _b64url_decode(jwk["x"])
+            key = Ed25519PublicKey.from_public_bytes(raw)
+        except (KeyError, ValueError) as e:
+            raise ConfigurationError("jwk: x must be a base64url 32-byte Ed25519 key") from e
+        bounds = []
+        for name in ("nbf", "exp"):
+            value = jwk.get(name)
+            if value is not None and (type(value) is not int or value < 0):
+                raise ConfigurationError(f"jwk: {name} must be a non-negative integer")
+            bounds.append(value)
+        pk = cls.from_ed25519(key, not_before=bounds[0], not_after=bounds[1])
+        if "kid" in jwk and jwk["kid"] != pk.kid.hex():
+            raise ConfigurationError("jwk: kid does not match the key (first 8 bytes of SHA-256)")
+        return pk
+
+
+class KeySet:
+    """Keys trusted for one purpose, looked up by key id."""
+
+    def __init__(self, keys: Iterable[PublicKey], *, issuer: str | None = None) -> None:
+        self._keys: dict[bytes, PublicKey] = {}
+        for k in keys:
+            if k.kid in self._keys:
+                raise ConfigurationError("key set: duplicate key id")
+            self._keys[k.kid] = k
+        self.issuer = issuer
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Any:
+        return iter(self._keys.values())
+
+    def get(self, kid: bytes | None) -> PublicKey:
+        """The key ``kid`` names, or :class:`UnknownKeyError`."""
+        key = self._keys.get(kid) if kid is not None else None
+        if key is None:
+            raise UnknownKeyError("signed by an unknown key")
+        return key
+
+    def verify(self, *, key_id: bytes | None, signature: bytes, data: bytes, at: int) -> PublicKey:
+        """Verify ``signature`` over ``data`` with the key ``key_id`` names.
+
+        ``at`` is the time the data claims to have been signed: the key must have been valid
+        then (an expired key still verifies what it signed while valid).
+        """
+        key = self.get(key_id)
+        if not key.valid_at(at):
+            raise ExpiredError("signing key was not valid at the signing time")
+        try:
+            key.key.verify(signature, data)
+        except InvalidSignature as e:
+            raise BadSignatureError("signature does not verify") from e
+        return key
+
+    def to_jwks(self) -> dict[str, Any]:
+        jwks: dict[str, Any] = {"keys": [k.to_jwk() for k in self._keys.values()]}
+        if self.issuer is not None:
+            jwks["issuer"] = self.issuer
+        return jwks
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_jwks(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_jwks(cls, data: bytes | str | Mapping[str, Any]) -> KeySet:
+        try:
+            obj = json.loads(data) if isinstance(data, bytes | str) else data
+        except ValueError as e:
+            raise ConfigurationError("jwks: not valid JSON") from e
+        if not isinstance(obj, Mapping) or not isinstance(obj.get("keys"), list):
+            raise ConfigurationError("jwks: must be an object with a keys array")
+        issuer = obj.get("issuer")
+        if issuer is not None and not isinstance(issuer, str):
+            raise ConfigurationError("jwks: issuer must be a string")
+        keys = []
+        for i, jwk in enumerate(obj["keys"]):
+            if not isinstance(jwk, Mapping):
+                raise ConfigurationError(f"jwks: keys[{i}] must be an object")
+            try:
+                keys.append(PublicKey.from_jwk(jwk))
+            except ConfigurationError as e:
+                raise ConfigurationError(f"jwks: keys[{i}]: {e}") from e
+        return cls(keys, issuer=issuer)
+
+
+AuthorityKeySet = NewType("AuthorityKeySet", KeySet)
+"""Keys of health authorities, trusted to sign risk-area bundles."""
+
+VerdictKeySet = NewType("VerdictKeySet", KeySet)
+"""Keys of one verdict issuer (a province), trusted to sign verdicts."""
+
+
+class Signer(Protocol):
+    """What signing needs: a key id, an algorithm, and ``sign``."""
+
+    @property
+    def kid(self) -> bytes: ...
+
+    @property
+    def alg(self) -> int: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+class Ed25519Signer:
+    """Signs with an Ed25519 private key held in memory (the key-file backend)."""
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._key = private_key
+        self.public_key = PublicKey.from_ed25519(private_key.public_key())
+
+    @property
+    def kid(self) -> bytes:
+        return self.public_key.kid
+
+    @property
+    def alg(self) -> int:
+        return ALG_EDDSA
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data)
+
+    @classmethod
+    def generate(cls) -> Ed25519Signer:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_pem(cls, data: bytes) -> Ed25519Signer:
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as e:
+            raise ConfigurationError("private key: not an unencrypted PEM private key") from e
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigurationError("private key: not an Ed25519 key")
+        return cls(key)
+
+    def to_pem(self) -> bytes:
+        return self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )

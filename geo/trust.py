@@ -1,0 +1,106 @@
+"""Trust rules for risk-area bundles, after python-tuf's ``TrustedMetadataSet``.
+
+:class:`TrustedBundleSet` takes the bytes of a signed bundle file and accepts it only if
+
+- it is a COSE_Sign1 with the bundle content type, signed by a trusted authority key;
+- its payload is a well-formed bundle (``geo.bundle``);
+- its version is higher than the one in use and than the floor remembered from earlier
+  runs (a lower one raises :class:`BadVersionError`, an equal one
+  :class:`EqualVersionError`), except that the very bundle the floor was recorded for
+  (same version, same digest) is accepted again after a restart;
+- it was not issued in the future (beyond ``max_skew_s``) and has not expired.
+
+A refused bundle changes nothing: the last trusted bundle stays in use. File and network I/O
+are not handled here, nor is remembering the floor (the server's state dir does that).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from geo import cose
+from geo.bundle import RiskAreaBundle
+from geo.errors import BadVersionError, EqualVersionError, ExpiredError, MalformedError
+from geo.keys import AuthorityKeySet, Signer
+
+BUNDLE_CONTENT_TYPE = "application/vnd.staycheck.riskareas+protobuf"
+DEFAULT_MAX_BUNDLE_SIZE = 256 * 1024 * 1024  # bytes
+
+
+def sign_bundle(payload: bytes, signer: Signer) -> bytes:
+    """The signed bundle file: COSE_Sign1 over a serialized ``RiskAreaBundle``."""
+    protected = cose.encode_protected(
+        {
+            cose.HEADER_ALG: signer.alg,
+            cose.HEADER_CONTENT_TYPE: BUNDLE_CONTENT_TYPE,
+            cose.HEADER_KID: signer.kid,
+        }
+    )
+    signature = signer.sign(cose.sig_structure(protected, payload))
+    return cose.encode_sign1(protected, payload, signature)
+
+
+def open_bundle(
+    data: bytes, keys: AuthorityKeySet, *, max_size: int = DEFAULT_MAX_BUNDLE_SIZE
+) -> RiskAreaBundle:
+    """Verify the signature and decode; no version or expiry checks (see the set)."""
+    sign1 = cose.decode_sign1(data, max_size=max_size)
+    if sign1.protected.get(cose.HEADER_CONTENT_TYPE) != BUNDLE_CONTENT_TYPE:
+        raise MalformedError("bundle: wrong content type (not a risk-area bundle)")
+    # Authority keys carry no validity window; the bundle's own dates bound it.
+    keys.verify(key_id=sign1.kid, signature=sign1.signature, data=sign1.to_be_signed(), at=0)
+    return RiskAreaBundle.from_payload(sign1.payload, digest=hashlib.sha256(data).hexdigest())
+
+
+@dataclass(frozen=True)
+class VersionFloor:
+    """The highest version accepted so far and the digest of that bundle file."""
+
+    version: int = 0
+    digest: str = ""
+
+
+class TrustedBundleSet:
+    """The bundle in use, replaced only by a bundle that passes every rule."""
+
+    def __init__(
+        self,
+        keys: AuthorityKeySet,
+        *,
+        floor: VersionFloor = VersionFloor(),  # noqa: B008 (immutable)
+        max_size: int = DEFAULT_MAX_BUNDLE_SIZE,
+        max_skew_s: int = 300,
+    ) -> None:
+        self._keys = keys
+        self._floor = floor
+        self._max_size = max_size
+        self._max_skew_s = max_skew_s
+        self.current: RiskAreaBundle | None = None
+
+    @property
+    def floor(self) -> VersionFloor:
+        return self._floor
+
+    def update(self, data: bytes, *, now: int) -> RiskAreaBundle:
+        """Accept ``data`` as the bundle in use, or raise and keep the current one."""
+        bundle = open_bundle(data, self._keys, max_size=self._max_size)
+        floor = self._floor
+        same_as_floor = bundle.version == floor.version and bundle.digest == floor.digest
+        if self.current is not None and bundle.version == self.current.version:
+            raise EqualVersionError(f"bundle version {bundle.version} is already in use")
+        if self.current is not None and bundle.version < self.current.version:
+            raise BadVersionError(
+                f"bundle version {bundle.version} is lower than {self.current.version} in use"
+            )
+        if bundle.version < floor.version or (bundle.version == floor.version and not same_as_floor):
+            raise BadVersionError(
+                f"bundle version {bundle.version} is not above {floor.version} accepted before"
+            )
+        if bundle.issued_at > now + self._max_skew_s:
+            raise ExpiredError("bundle is issued in the future")
+        if bundle.expires_at <= now:
+            raise ExpiredError("bundle has expired")
+        self.current = bundle
+        self._floor = VersionFloor(bundle.version, bundle.digest)
+        return bundle

@@ -1,0 +1,139 @@
+"""Loading and reloading the risk-area bundle file under the trust rules.
+
+:class:`BundleManager` reads the bundle file (refusing one over the size limit before
+reading it), hands the bytes to ``geo.trust.TrustedBundleSet`` and, when a bundle is
+accepted, records its version and digest in the state dir (``bundle-floor.json``) so that a
+restart cannot be rolled back. A refused bundle is logged with its reason and changes
+nothing: the last good bundle keeps serving.
+
+Publishing a bundle: write it to a temporary file in the same folder and rename it over the
+old one (``staycheck authority sign`` does this). A half-written file fails its signature
+check and is refused; the manager tries again at the next change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from geo.bundle import RiskAreaBundle
+from geo.errors import ConfigurationError, Error, UnavailableError
+from geo.keys import AuthorityKeySet
+from geo.trust import TrustedBundleSet, VersionFloor
+from server.fsutil import atomic_write
+
+log = logging.getLogger("staycheck.bundle")
+FLOOR_FILE = "bundle-floor.json"
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    accepted: bool
+    reason: str
+    version: int | None = None
+
+
+class BundleManager:
+    """Holds the bundle in use and replaces it when a valid newer file appears."""
+
+    def __init__(
+        self,
+        path: pathlib.Path,
+        keys: AuthorityKeySet,
+        *,
+        state_dir: pathlib.Path,
+        clock: Callable[[], int],
+        max_size: int,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._path = path
+        self._state_dir = state_dir
+        self._clock = clock
+        self._max_size = max_size
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._trusted = TrustedBundleSet(keys, floor=self._read_floor(), max_size=max_size)
+        self._last_stat: tuple[int, int, int] | None = None
+
+    @property
+    def floor_path(self) -> pathlib.Path:
+        return self._state_dir / FLOOR_FILE
+
+    def _read_floor(self) -> VersionFloor:
+        try:
+            obj = json.loads(self.floor_path.read_bytes())
+        except FileNotFoundError:
+            return VersionFloor()
+        except (OSError, ValueError) as e:
+            raise ConfigurationError(f"{self.floor_path}: unreadable") from e
+        version, digest = obj.get("version"), obj.get("digest")
+        if type(version) is not int or not isinstance(digest, str):
+            raise ConfigurationError(f"{self.floor_path}: version and digest required")
+        return VersionFloor(version, digest)
+
+    @property
+    def current(self) -> RiskAreaBundle | None:
+        return self._trusted.current
+
+    def bundle_for(self, now: int) -> RiskAreaBundle:
+        """The bundle to match against at ``now``, or :class:`UnavailableError` (fail closed)."""
+        bundle = self._trusted.current
+        if bundle is None:
+            raise UnavailableError("no valid risk-area bundle is loaded")
+        if bundle.expires_at <= now:
+            raise UnavailableError("the risk-area bundle has expired; waiting for a fresh one")
+        return bundle
+
+    def serving(self, now: int) -> bool:
+        bundle = self._trusted.current
+        return bundle is not None and bundle.expires_at > now
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self._path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def reload(self) -> ReloadResult:
+        """Read the file and try to accept it; never raises for a bad file."""
+        with self._lock:
+            self._last_stat = self._stat()
+            try:
+                data = self._read()
+                bundle = self._trusted.update(data, now=self._clock())
+            except Error as e:
+                current = self._trusted.current
+                log.warning(
+                    "bundle refused: %s; still serving version %s",
+                    e,
+                    current.version if current else "none",
+                )
+                return ReloadResult(False, str(e))
+            atomic_write(
+                self.floor_path,
+                json.dumps({"version": bundle.version, "digest": bundle.digest}).encode(),
+                mode=0o600,
+            )
+            log.info("bundle accepted: version %d, %d areas", bundle.version, bundle.area_count)
+        self._on_change()
+        return ReloadResult(True, "accepted", bundle.version)
+
+    def _read(self) -> bytes:
+        try:
+            with open(self._path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size > self._max_size:
+                    raise UnavailableError(f"bundle file is larger than {self._max_size} bytes")
+                return f.read(self._max_size + 1)
+        except OSError as e:
+            raise UnavailableError(f"cannot read bundle file ({e.strerror})") from e
+
+    def changed(self) -> bool:
+        """True if the file looks different from when it was last read."""
+        return self._stat() != self._last_stat

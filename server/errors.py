@@ -1,0 +1,74 @@
+"""The one place where StayCheck errors become gRPC status codes.
+
+======================== ===================== ==========================================
+exception                code                  details
+======================== ===================== ==========================================
+InvalidInputError        INVALID_ARGUMENT      "stays[3].departure: must be after arrival"
+SignedDataError          INVALID_ARGUMENT      the fixed reason text
+UnavailableError         FAILED_PRECONDITION   the fixed reason text
+ConfigurationError       INTERNAL              "internal error"
+any other exception      INTERNAL              "internal error"
+======================== ===================== ==========================================
+
+Messages of our own errors hold field paths and fixed texts only, never a caller's values.
+Unexpected exceptions are logged by type and place only: their messages may quote a value.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from geo.errors import (
+    ConfigurationError,
+    Error,
+    InvalidInputError,
+    SignedDataError,
+    UnavailableError,
+)
+
+log = logging.getLogger("staycheck.rpc")
+
+_CODES: list[tuple[type[Error], grpc.StatusCode]] = [
+    (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
+    (SignedDataError, grpc.StatusCode.INVALID_ARGUMENT),
+    (UnavailableError, grpc.StatusCode.FAILED_PRECONDITION),
+    (ConfigurationError, grpc.StatusCode.INTERNAL),
+]
+
+
+def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC code and safe details for ``error``."""
+    if isinstance(error, Error):
+        for cls, code in _CODES:
+            if isinstance(error, cls):
+                details = "internal error" if code is grpc.StatusCode.INTERNAL else str(error)
+                return code, details
+    return grpc.StatusCode.INTERNAL, "internal error"
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def grpc_errors(method: F) -> F:
+    """Wrap a unary servicer method: map every exception through :func:`status_for`."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as e:
+            code, details = status_for(e)
+            if code is grpc.StatusCode.INTERNAL:
+                tb = e.__traceback__
+                while tb is not None and tb.tb_next is not None:
+                    tb = tb.tb_next
+                where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+                log.error("%s failed: %s at %s", method.__name__, type(e).__name__, where)
+            context.abort(code, details)
+
+    return wrapper  # type: ignore[return-value]

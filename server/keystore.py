@@ -1,0 +1,104 @@
+"""The verdict key store: the server's signing keys in its state dir.
+
+Layout of ``STATE_DIR``::
+
+    verdict-keys/<kid hex>.pem   PKCS#8 private keys, mode 0600
+    verdict-keys.json            {"active": kid, "keys": [{"kid", "not_before", "not_after"}]}
+
+On first start a key is generated and recorded; afterwards the same key is loaded. A key's
+``not_before`` is its creation time rounded down to the verdict ``iat`` bucket, so the first
+verdict it signs is inside its window. The published JWKS lists every recorded key whose
+verdicts may still be valid. Signing goes through ``geo.keys.Signer``; an HSM backend would
+replace :class:`Ed25519Signer` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from dataclasses import dataclass
+
+from client.verdict import IAT_BUCKET_S, MAX_TTL_S, TokenSigner
+from geo.errors import ConfigurationError
+from geo.keys import Ed25519Signer, KeySet, PublicKey, VerdictKeySet
+from server.fsutil import atomic_write, ensure_private_dir
+
+KEYS_DIR = "verdict-keys"
+INDEX_FILE = "verdict-keys.json"
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    kid: str
+    not_before: int
+    not_after: int | None = None
+
+
+class VerdictKeyStore:
+    """Loads (or on first start creates) the verdict keys of one issuer."""
+
+    def __init__(self, state_dir: pathlib.Path, *, issuer: str) -> None:
+        self._dir = state_dir
+        self._issuer = issuer
+        self._signers: dict[str, Ed25519Signer] = {}
+        self._records: list[KeyRecord] = []
+        self._active = ""
+
+    @property
+    def index_path(self) -> pathlib.Path:
+        return self._dir / INDEX_FILE
+
+    def load_or_create(self, *, now: int) -> None:
+        ensure_private_dir(self._dir)
+        ensure_private_dir(self._dir / KEYS_DIR)
+        if self.index_path.exists():
+            self._load()
+        else:
+            self._create(now=now)
+
+    def _create(self, *, now: int) -> None:
+        signer = Ed25519Signer.generate()
+        kid = signer.kid.hex()
+        atomic_write(self._dir / KEYS_DIR / f"{kid}.pem", signer.to_pem(), mode=0o600)
+        record = KeyRecord(kid, now - now % IAT_BUCKET_S)
+        index = {"active": kid, "keys": [record.__dict__]}
+        atomic_write(self.index_path, json.dumps(index, indent=2).encode(), mode=0o600)
+        self._signers = {kid: signer}
+        self._records = [record]
+        self._active = kid
+
+    def _load(self) -> None:
+        try:
+            index = json.loads(self.index_path.read_bytes())
+            records = [KeyRecord(**r) for r in index["keys"]]
+            active = index["active"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ConfigurationError(f"{self.index_path}: not a verdict key index") from e
+        signers = {}
+        for record in records:
+            path = self._dir / KEYS_DIR / f"{record.kid}.pem"
+            try:
+                signer = Ed25519Signer.from_pem(path.read_bytes())
+            except OSError as e:
+                raise ConfigurationError(f"{path}: cannot read verdict key") from e
+            if signer.kid.hex() != record.kid:
+                raise ConfigurationError(f"{path}: key does not match its kid")
+            signers[record.kid] = signer
+        if active not in signers:
+            raise ConfigurationError(f"{self.index_path}: active key is not recorded")
+        self._signers, self._records, self._active = signers, records, active
+
+    def token_signer(self) -> TokenSigner:
+        return TokenSigner(self._signers[self._active])
+
+    def key_set(self, *, now: int) -> VerdictKeySet:
+        """Keys whose verdicts may still be valid at ``now``, with their windows."""
+        keys = []
+        for record in self._records:
+            if record.not_after is not None and record.not_after + MAX_TTL_S < now:
+                continue
+            pk = self._signers[record.kid].public_key
+            keys.append(
+                PublicKey(pk.kid, pk.alg, pk.key, pk.raw, record.not_before, record.not_after)
+            )
+        return VerdictKeySet(KeySet(keys, issuer=self._issuer))

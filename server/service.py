@@ -1,0 +1,119 @@
+"""The ``staycheck.v1.ItineraryVerification`` servicer: it only translates.
+
+Each method turns protobuf into domain objects, calls the pure core (``geo.itinerary``,
+``geo.matching``, ``client.verdict``) and turns the result back. Nothing of a request is
+kept, logged or written: the stays live in local variables for the length of one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from client._pb import verification_pb2 as pb
+from client._pb import verification_pb2_grpc as pb_grpc
+from client.verdict import BINDING_LENGTH, MAX_TTL_S, issue_verdict
+from geo.errors import InvalidInputError
+from geo.itinerary import ItineraryLimits, Stay, validate
+from geo.matching import evaluate
+from server.bundles import BundleManager
+from server.errors import grpc_errors
+from server.keystore import VerdictKeyStore
+
+
+def stays_from_proto(itinerary: pb.Itinerary, *, limits: ItineraryLimits) -> list[Stay]:
+    """Domain stays from the message; required fields checked, sub-second parts dropped."""
+    if len(itinerary.stays) > limits.max_stays:
+        raise InvalidInputError("stays", f"at most {limits.max_stays} stays per itinerary")
+    stays = []
+    for i, s in enumerate(itinerary.stays):
+        if not s.HasField("arrival"):
+            raise InvalidInputError(f"stays[{i}].arrival", "required")
+        if not s.HasField("departure"):
+            raise InvalidInputError(f"stays[{i}].departure", "required")
+        location = (s.location.latitude, s.location.longitude) if s.HasField("location") else None
+        stays.append(Stay(s.city_code, s.arrival.seconds, s.departure.seconds, location))
+    return stays
+
+
+class ItineraryVerificationServicer(pb_grpc.ItineraryVerificationServicer):
+    def __init__(
+        self,
+        *,
+        bundles: BundleManager,
+        keys: VerdictKeyStore,
+        issuer: str,
+        clock: Callable[[], int],
+        limits: ItineraryLimits,
+        verdict_ttl_s: int = MAX_TTL_S,
+    ) -> None:
+        self._bundles = bundles
+        self._keys = keys
+        self._issuer = issuer
+        self._clock = clock
+        self._limits = limits
+        self._ttl_s = verdict_ttl_s
+        self._signer = keys.token_signer()
+
+    def refresh_keys(self) -> None:
+        self._signer = self._keys.token_signer()
+
+    @grpc_errors
+    def SubmitItinerary(
+        self, request: pb.SubmitItineraryRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitItineraryResponse:
+        now = self._clock()
+        bundle = self._bundles.bundle_for(now)
+        binding = request.subject_binding
+        if binding and len(binding) != BINDING_LENGTH:
+            raise InvalidInputError("subject_binding", f"must be empty or {BINDING_LENGTH} bytes")
+        stays = stays_from_proto(request.itinerary, limits=self._limits)
+        validate(stays, now=now, limits=self._limits)
+        status = evaluate(stays, bundle, now=now)
+        verdict = issue_verdict(
+            status,
+            now=now,
+            issuer=self._issuer,
+            riskset_version=bundle.version,
+            bundle_expires_at=bundle.expires_at,
+            binding=binding,
+            ttl_s=self._ttl_s,
+        )
+        return pb.SubmitItineraryResponse(
+            status=int(status),
+            token=self._signer.sign(verdict),
+            issued_at=Timestamp(seconds=verdict.issued_at),
+            expires_at=Timestamp(seconds=verdict.expires_at),
+            riskset_version=verdict.riskset_version,
+        )
+
+    @grpc_errors
+    def GetVerdictKeys(
+        self, request: pb.GetVerdictKeysRequest, context: grpc.ServicerContext
+    ) -> pb.GetVerdictKeysResponse:
+        keys = self._keys.key_set(now=self._clock())
+        return pb.GetVerdictKeysResponse(issuer=self._issuer, jwks_json=keys.to_json())
+
+    @grpc_errors
+    def GetRiskAreaStatus(
+        self, request: pb.GetRiskAreaStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetRiskAreaStatusResponse:
+        now = self._clock()
+        bundle = self._bundles.current
+        if bundle is None:
+            return pb.GetRiskAreaStatusResponse(serving=False)
+        policy = bundle.policy
+        return pb.GetRiskAreaStatusResponse(
+            serving=self._bundles.serving(now),
+            version=bundle.version,
+            issued_at=Timestamp(seconds=bundle.issued_at),
+            expires_at=Timestamp(seconds=bundle.expires_at),
+            area_count=bundle.area_count,
+            digest=bundle.digest,
+            window_days=policy.window_days,
+            min_stay_seconds=policy.min_stay_s,
+            tolerance_m=policy.tolerance_m,
+            flagged_levels=sorted(level.label for level in policy.flagged_levels),
+        )
