@@ -270,7 +270,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from geo.errors import ConfigurationError
     from geo.keys import KeySet, VerdictKeySet
 
-    token = sys.stdin.read().strip() if args.token == "-" else args.token
+    token = sys.stdin.read().strip() if args.token == "-" else args.token  # noqa: S105
     try:
         keys = VerdictKeySet(KeySet.from_jwks(_read(args.keys, "keys")))
     except ConfigurationError as e:

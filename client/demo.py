@@ -55,7 +55,10 @@ def run_demo() -> int:
         )
         for f in areas["features"]:
             p = f["properties"]
-            _say(f"   {p['id']}: {p['level']:6} area in {c[p['city_code']].name_en} ({p['city_code']})")
+            _say(
+                f"   {p['id']}: {p['level']:6} area in "
+                f"{c[p['city_code']].name_en} ({p['city_code']})"
+            )
 
         _say("2. A StayCheck server for Beijing (issuer 110000) loads the signed bundle")
         server = StayCheckServer(
@@ -96,7 +99,10 @@ def run_demo() -> int:
                         itinerary, subject_binding=compute_binding(DEMO_ID, salt)
                     )
                     status = Status(response.status)
-                    _say(f"   verdict: {status.name} ({status.label_zh}), token {len(response.token)} chars")
+                    _say(
+                        f"   verdict: {status.name} ({status.label_zh}), "
+                        f"token {len(response.token)} chars"
+                    )
                     _say(f"   {response.token[:60]}...")
                     verdict = verify_token(
                         response.token,

@@ -84,7 +84,9 @@ def demo_areas(now: int) -> dict[str, Any]:
     return {
         "type": "FeatureCollection",
         "features": [
-            feature("TJ-0001", tj.code, "high", square(tj.lat, tj.lon, 1000), active_from=now - 5 * day),
+            feature(
+                "TJ-0001", tj.code, "high", square(tj.lat, tj.lon, 1000), active_from=now - 5 * day
+            ),
             feature(
                 "LF-0001",
                 lf.code,
@@ -93,7 +95,9 @@ def demo_areas(now: int) -> dict[str, Any]:
                 active_from=now - 10 * day,
                 active_until=now - day,
             ),
-            feature("BD-0001", bd.code, "low", square(bd.lat, bd.lon, 3000), active_from=now - 20 * day),
+            feature(
+                "BD-0001", bd.code, "low", square(bd.lat, bd.lon, 3000), active_from=now - 20 * day
+            ),
         ],
     }
 

@@ -37,7 +37,7 @@ from geo.errors import MalformedError
 from geo.keys import Signer
 from geo.matching import Status
 
-TOKEN_PREFIX = "SC1:"
+TOKEN_PREFIX = "SC1:"  # noqa: S105 (a format prefix, not a secret)
 MAX_TOKEN_CHARS = 2048
 MAX_TOKEN_BYTES = 1024
 CLAIM_ISS, CLAIM_EXP, CLAIM_IAT, CLAIM_CTI = 1, 4, 6, 7
@@ -106,7 +106,9 @@ class TokenSigner:
     def __init__(self, signer: Signer) -> None:
         self._signer = signer
         self.kid = signer.kid
-        self._protected = cose.encode_protected({cose.HEADER_ALG: signer.alg, cose.HEADER_KID: signer.kid})
+        self._protected = cose.encode_protected(
+            {cose.HEADER_ALG: signer.alg, cose.HEADER_KID: signer.kid}
+        )
 
     def sign(self, verdict: Verdict) -> str:
         payload = cbor2.dumps(verdict.claims(), canonical=True)
@@ -129,7 +131,10 @@ def decode_claims(payload: bytes) -> Verdict:
     if not isinstance(claims, dict) or set(claims) != ALLOWED_CLAIMS:
         raise MalformedError("token: claims must be exactly iss, exp, iat, cti and StayCheck's")
     sc = claims[CLAIM_STAYCHECK]
-    if not isinstance(sc, dict) or not {SC_STATUS, SC_RISKSET_VERSION} <= set(sc) <= ALLOWED_SC_CLAIMS:
+    if (
+        not isinstance(sc, dict)
+        or not {SC_STATUS, SC_RISKSET_VERSION} <= set(sc) <= ALLOWED_SC_CLAIMS
+    ):
         raise MalformedError("token: StayCheck claims must hold status and bundle version only")
     iss, cti = claims[CLAIM_ISS], claims[CLAIM_CTI]
     if not isinstance(iss, str) or not 0 < len(iss) <= 16:

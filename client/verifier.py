@@ -66,7 +66,9 @@ def verify_token(
     key = keys.get(sign1.kid)
     if sign1.alg != key.alg:
         raise BadSignatureError("token: alg does not match the key's algorithm")
-    keys.verify(key_id=key.kid, signature=sign1.signature, data=sign1.to_be_signed(), at=verdict.issued_at)
+    keys.verify(
+        key_id=key.kid, signature=sign1.signature, data=sign1.to_be_signed(), at=verdict.issued_at
+    )
     if keys.issuer is not None and verdict.issuer != keys.issuer:
         raise UnknownKeyError("token: issuer does not own this key")
     if now < verdict.issued_at - skew_s:

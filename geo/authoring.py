@@ -76,7 +76,7 @@ def _area(i: int, feature: Any) -> bundle_pb2.RiskArea:
     area = bundle_pb2.RiskArea(
         id=fid,
         city_code=code,
-        level=int(level),
+        level=bundle_pb2.RiskLevel.ValueType(level),
         geometry_wkb=shapely.to_wkb(geometry, output_dimension=2),
         active_from=_timestamp(active_from),
     )
@@ -96,7 +96,7 @@ def _geometry(where: str, obj: Any) -> shapely.Geometry:
     if geometry.is_empty:
         raise InvalidInputError(field, "must not be empty")
     minx, miny, maxx, maxy = geometry.bounds
-    if not (-180 <= minx and maxx <= 180 and -90 <= miny and maxy <= 90):
+    if not (minx >= -180 and maxx <= 180 and miny >= -90 and maxy <= 90):
         raise InvalidInputError(field, "coordinates out of range (longitude, latitude order?)")
     if not geometry.is_valid:
         reason = shapely.is_valid_reason(geometry).split("[")[0].strip()

@@ -80,7 +80,9 @@ class Policy:
         return bundle_pb2.Policy(
             window_days=self.window_days,
             min_stay_seconds=self.min_stay_s,
-            flagged_levels=sorted(int(level) for level in self.flagged_levels),
+            flagged_levels=sorted(
+                bundle_pb2.RiskLevel.ValueType(level) for level in self.flagged_levels
+            ),
             tolerance_m=self.tolerance_m,
         )
 
@@ -148,8 +150,7 @@ class RiskIndex:
         for p, a in zip(pi[active], ai[active], strict=True):
             geometry = self._geometries[a]
             if shapely.intersects(geometry, points[p]) or (
-                geodesy.distance_m(float(lats[p]), float(lons[p]), geometry)
-                <= self._tolerance_m
+                geodesy.distance_m(float(lats[p]), float(lons[p]), geometry) <= self._tolerance_m
             ):
                 return True
         return False
@@ -209,7 +210,7 @@ class RiskAreaBundle:
             seen.add(area.id)
             if not is_city_code(area.city_code):
                 raise MalformedError(f"areas[{i}].city_code: must be a prefecture-level code")
-            if area.level not in (Level.LOW, Level.MEDIUM, Level.HIGH):
+            if int(area.level) not in (Level.LOW, Level.MEDIUM, Level.HIGH):
                 raise MalformedError(f"areas[{i}].level: must be low, medium or high")
             if not area.HasField("active_from"):
                 raise MalformedError(f"areas[{i}].active_from: required")

@@ -21,7 +21,9 @@ from geo.errors import InvalidInputError
 # GB/T 2260: two digits of province (11-82), two of prefecture (01-99), two of county (00 for
 # the prefecture itself). Province-administered county-level units (the "90" prefecture block,
 # such as 429004 Xiantao) stand in for prefectures and are accepted too.
-_CITY_CODE = re.compile(r"(?:1[1-5]|2[1-3]|3[1-7]|4[1-6]|5[0-4]|6[1-5]|7[1]|8[12])(?:(?!00)\d\d00|90\d\d)")
+_CITY_CODE = re.compile(
+    r"(?:1[1-5]|2[1-3]|3[1-7]|4[1-6]|5[0-4]|6[1-5]|7[1]|8[12])(?:(?!00)\d\d00|90\d\d)"
+)
 
 
 def is_city_code(code: str) -> bool:

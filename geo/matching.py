@@ -36,9 +36,9 @@ class Status(enum.IntEnum):
         return "未见异常" if self is Status.NO_ABNORMALITY else "弹窗"
 
 
-def qualifying(stays: Sequence[Stay], *, now: int, window_s: int, min_stay_s: int) -> list[
-    tuple[Stay, int, int]
-]:
+def qualifying(
+    stays: Sequence[Stay], *, now: int, window_s: int, min_stay_s: int
+) -> list[tuple[Stay, int, int]]:
     """Clipped ``(stay, start, end)`` of the stays whose city meets the minimum stay."""
     w0 = now - window_s
     by_city: dict[str, list[tuple[Stay, int, int]]] = {}

@@ -68,7 +68,7 @@ class TrustedBundleSet:
         self,
         keys: AuthorityKeySet,
         *,
-        floor: VersionFloor = VersionFloor(),  # noqa: B008 (immutable)
+        floor: VersionFloor = VersionFloor(),
         max_size: int = DEFAULT_MAX_BUNDLE_SIZE,
         max_skew_s: int = 300,
     ) -> None:
@@ -93,7 +93,9 @@ class TrustedBundleSet:
             raise BadVersionError(
                 f"bundle version {bundle.version} is lower than {self.current.version} in use"
             )
-        if bundle.version < floor.version or (bundle.version == floor.version and not same_as_floor):
+        if bundle.version < floor.version or (
+            bundle.version == floor.version and not same_as_floor
+        ):
             raise BadVersionError(
                 f"bundle version {bundle.version} is not above {floor.version} accepted before"
             )

@@ -51,7 +51,9 @@ def _generate(out: pathlib.Path) -> dict[pathlib.Path, str]:
                 continue  # no service there, and geo/ must not import grpc
             text = path.read_text()
             text = re.sub(r"^from staycheck\.v1 import ", "from . import ", text, flags=re.M)
-            text = re.sub(r"^import staycheck\.v1\.(\w+) as ", r"from . import \1 as ", text, flags=re.M)
+            text = re.sub(
+                r"^import staycheck\.v1\.(\w+) as ", r"from . import \1 as ", text, flags=re.M
+            )
             files[dest / path.name] = text
     return files
 

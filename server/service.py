@@ -82,7 +82,7 @@ class ItineraryVerificationServicer(pb_grpc.ItineraryVerificationServicer):
             ttl_s=self._ttl_s,
         )
         return pb.SubmitItineraryResponse(
-            status=int(status),
+            status=pb.VerdictStatus.ValueType(status),
             token=self._signer.sign(verdict),
             issued_at=Timestamp(seconds=verdict.issued_at),
             expires_at=Timestamp(seconds=verdict.expires_at),
