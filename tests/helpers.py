@@ -1,0 +1,196 @@
+"""Shared test helpers: fresh keys, signed bundles, itineraries, a controllable clock and a
+real server on 127.0.0.1:0. Expected values in tests come from SPEC.md, not from here."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import pathlib
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+
+from client._pb import verification_pb2 as pb
+from client.client import StayCheckClient
+from client.samples import feature, rfc3339, square
+from geo.authoring import build_bundle
+from geo.bundle import Policy
+from geo.keys import Ed25519Signer
+from geo.trust import sign_bundle
+
+DAY = 86400
+HOUR = 3600
+# Tianjin centre (shared/data/jjj_cities.json), where SPEC.md's example area B lies.
+TJ_LAT, TJ_LON = 39.1256, 117.1902
+BJ_LAT, BJ_LON = 39.9042, 116.4074
+NOW = 1_795_000_000  # 2026-11-18T09:46:40Z; a fixed evaluation time for deterministic tests
+
+
+class Clock:
+    """A clock tests move by hand; pass it where the code takes ``clock``."""
+
+    def __init__(self, now: int = NOW) -> None:
+        self.now = now
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int:
+        with self._lock:
+            return self.now
+
+    def advance(self, seconds: int) -> None:
+        with self._lock:
+            self.now += seconds
+
+
+def offset_north(lat: float, metres: float) -> float:
+    """Latitude ``metres`` north of ``lat`` along the meridian, for a small offset, by
+    integrating the WGS-84 meridian radius of curvature (independent of geo.geodesy)."""
+    a, f = 6378137.0, 1 / 298.257223563
+    e2 = f * (2 - f)
+
+    def meridian_radius(phi: float) -> float:
+        return a * (1 - e2) / (1 - e2 * math.sin(phi) ** 2) ** 1.5
+
+    phi = math.radians(lat)
+    remaining = metres
+    step = 0.01  # metres
+    while remaining > 0:
+        d = min(step, remaining)
+        phi += d / meridian_radius(phi)
+        remaining -= d
+    return math.degrees(phi)
+
+
+def square_feature(
+    area_id: str = "B",
+    *,
+    city_code: str = "120100",
+    level: str = "high",
+    lat: float = TJ_LAT,
+    lon: float = TJ_LON,
+    side_m: float = 1000,
+    active_from: int,
+    active_until: int | None = None,
+) -> dict[str, Any]:
+    return feature(
+        area_id,
+        city_code,
+        level,
+        square(lat, lon, side_m),
+        active_from=active_from,
+        active_until=active_until,
+    )
+
+
+def collection(*features: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "FeatureCollection", "features": list(features)}
+
+
+def signed_bundle(
+    signer: Ed25519Signer,
+    features: Sequence[dict[str, Any]],
+    *,
+    version: int = 1,
+    issued_at: int = NOW - HOUR,
+    expires_at: int = NOW + 2 * DAY,
+    policy: Policy | None = None,
+) -> bytes:
+    msg = build_bundle(
+        collection(*features),
+        version=version,
+        issued_at=issued_at,
+        expires_at=expires_at,
+        policy=policy or Policy(),
+    )
+    return sign_bundle(msg.SerializeToString(deterministic=True), signer)
+
+
+def spec_bundle(signer: Ed25519Signer, *, now: int = NOW, **kwargs: Any) -> bytes:
+    """SPEC.md's bundle B: one high-risk 1 km square in 120100, active from now-5d."""
+    return signed_bundle(signer, [square_feature(active_from=now - 5 * DAY)], **kwargs)
+
+
+def stay(
+    city_code: str,
+    arrival: int,
+    departure: int,
+    location: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    s: dict[str, Any] = {
+        "city_code": city_code,
+        "arrival": rfc3339(arrival),
+        "departure": rfc3339(departure),
+    }
+    if location is not None:
+        s["location"] = {"latitude": location[0], "longitude": location[1]}
+    return s
+
+
+def itinerary(*stays: dict[str, Any]) -> pb.Itinerary:
+    return json_format.ParseDict({"stays": list(stays)}, pb.Itinerary())
+
+
+@dataclass
+class RunningServer:
+    server: Any
+    port: int
+    root: pathlib.Path
+    clock: Clock
+    authority: Ed25519Signer
+    client: StayCheckClient
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def bundle_path(self) -> pathlib.Path:
+        return self.root / "bundle.cose"
+
+    def publish(self, data: bytes) -> Any:
+        """Write a bundle the documented way (temp file + rename) and reload now."""
+        tmp = self.root / ".bundle.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(self.bundle_path)
+        return self.server.reload_now()
+
+
+@contextlib.contextmanager
+def running_server(
+    root: pathlib.Path,
+    bundle: bytes | None,
+    *,
+    authority: Ed25519Signer,
+    clock: Clock | None = None,
+    issuer: str = "110000",
+    **config: Any,
+) -> Iterator[RunningServer]:
+    """A real StayCheckServer on 127.0.0.1:0 with its own state dir under ``root``."""
+    from server.app import StayCheckServer
+    from server.config import ServerConfig
+
+    clock = clock or Clock()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "authority.pub").write_bytes(authority.public_key.to_pem())
+    if bundle is not None:
+        (root / "bundle.cose").write_bytes(bundle)
+    cfg = ServerConfig(
+        listen="127.0.0.1:0",
+        bundle_path=root / "bundle.cose",
+        authority_key_path=root / "authority.pub",
+        state_dir=root / "state",
+        issuer=issuer,
+        **config,
+    )
+    server = StayCheckServer(cfg, clock=clock)
+    port = server.start()
+    client = StayCheckClient(f"127.0.0.1:{port}", timeout_s=10)
+    try:
+        yield RunningServer(server, port, root, clock, authority, client)
+    finally:
+        client.close()
+        server.stop(grace=0.5)
