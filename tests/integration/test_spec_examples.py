@@ -11,7 +11,7 @@ import pytest
 from client._pb import verification_pb2 as pb
 from client.verifier import verify_token
 from geo.matching import Status
-from tests.helpers import BJ_LAT, BJ_LON, DAY, HOUR, TJ_LAT, TJ_LON, NOW, itinerary, stay
+from tests.helpers import BJ_LAT, BJ_LON, DAY, HOUR, NOW, TJ_LAT, TJ_LON, itinerary, stay
 
 INSIDE = (TJ_LAT, TJ_LON)
 # 5 km north of the square's centre: 4.5 km outside its edge.
@@ -68,5 +68,5 @@ def test_spec_example(spec_server, title, stays, expected):
 
 
 def test_response_status_enum_matches_token_status_values():
-    assert pb.VERDICT_STATUS_NO_ABNORMALITY == int(Status.NO_ABNORMALITY)
-    assert pb.VERDICT_STATUS_REVIEW_REQUIRED == int(Status.REVIEW_REQUIRED)
+    assert int(Status.NO_ABNORMALITY) == pb.VERDICT_STATUS_NO_ABNORMALITY
+    assert int(Status.REVIEW_REQUIRED) == pb.VERDICT_STATUS_REVIEW_REQUIRED
