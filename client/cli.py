@@ -46,9 +46,22 @@ def _read(path: str, what: str) -> bytes:
         _fail(f"{what}: cannot read {path} ({e.strerror})")
 
 
+def _check_writable(*paths: pathlib.Path) -> None:
+    """Fail before writing anything if a target's folder is missing or not writable."""
+    for path in paths:
+        folder = path.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            _fail(f"cannot write {path} (folder missing or not writable)")
+
+
 def _write_atomic(path: pathlib.Path, data: bytes, mode: int) -> None:
+    """Write beside ``path`` and rename over it: readers never see half a file."""
+    _check_writable(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    except OSError as e:
+        _fail(f"cannot write {path} ({e.strerror})")
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
@@ -75,6 +88,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     private, public = pathlib.Path(args.private), pathlib.Path(args.public)
     if not args.force and (private.exists() or public.exists()):
         _fail("keygen: refusing to overwrite an existing key file (use --force)")
+    _check_writable(private, public)
     _write_atomic(private, signer.to_pem(), 0o600)
     _write_atomic(public, signer.public_key.to_pem(), 0o644)
     print(f"authority key {signer.kid.hex()}: private {private} (0600), public {public}")
@@ -116,6 +130,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
     except ValueError:
         _fail("sign: --areas is not valid JSON")
     signer = Ed25519Signer.from_pem(_read(args.key, "key"))
+    out = pathlib.Path(args.out)
+    _check_writable(out)
     msg = build_bundle(
         collection,
         version=args.version,
@@ -125,7 +141,6 @@ def cmd_sign(args: argparse.Namespace) -> int:
         progress=_progress,
     )
     data = sign_bundle(msg.SerializeToString(deterministic=True), signer)
-    out = pathlib.Path(args.out)
     _write_atomic(out, data, 0o644)
     print(
         f"signed bundle version {args.version}: {len(msg.areas)} areas, expires "

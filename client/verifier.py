@@ -6,7 +6,7 @@
 - its ``kid`` names a key of the issuer's key set, and that key's algorithm (from the key
   set, never from the token) equals the header's ``alg``;
 - the key was valid at ``iat`` and the Ed25519 signature verifies;
-- ``iss`` is the key set's issuer;
+- ``iss`` is the key set's issuer (with a trust store, ``iss`` picks the key set);
 - ``now`` lies in ``[iat - skew, exp + skew]``;
 - when asked: the binding matches the given one, and the bundle version is at least the
   given minimum.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 
+from client.truststore import TrustStore
 from client.verdict import Verdict, decode_token
 from geo.errors import (
     BadSignatureError,
@@ -54,20 +55,26 @@ def reason(error: SignedDataError) -> str:
 
 def verify_token(
     token: str,
-    keys: VerdictKeySet,
+    trusted: VerdictKeySet | TrustStore,
     *,
     now: int,
     subject_binding: bytes | None = None,
     min_riskset_version: int | None = None,
     skew_s: int = DEFAULT_SKEW_S,
 ) -> Verdict:
-    """Return the verdict if the token is authentic and acceptable at ``now``; else raise."""
+    """Return the verdict if the token is authentic and acceptable at ``now``; else raise.
+
+    ``trusted`` is one issuer's key set, or a trust store of several issuers (federation),
+    in which case the token's ``iss`` selects the key set.
+    """
     sign1, verdict = decode_token(token)
-    key = keys.get(sign1.kid)
-    if sign1.alg != key.alg:
-        raise BadSignatureError("token: alg does not match the key's algorithm")
+    keys = trusted.key_set_for(verdict.issuer) if isinstance(trusted, TrustStore) else trusted
     keys.verify(
-        key_id=key.kid, signature=sign1.signature, data=sign1.to_be_signed(), at=verdict.issued_at
+        key_id=sign1.kid,
+        signature=sign1.signature,
+        data=sign1.to_be_signed(),
+        at=verdict.issued_at,
+        alg=sign1.alg if sign1.alg is not None else -1,
     )
     if keys.issuer is not None and verdict.issuer != keys.issuer:
         raise UnknownKeyError("token: issuer does not own this key")

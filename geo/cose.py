@@ -11,6 +11,7 @@ by :meth:`Sign1.to_be_signed` with a key *they* chose (``geo.keys.KeySet``); a h
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -74,9 +75,12 @@ def decode_sign1(data: bytes, *, max_size: int) -> Sign1:
     if len(data) > max_size:
         raise MalformedError(f"COSE_Sign1: larger than {max_size} bytes")
     try:
-        obj = cbor2.loads(data)
+        stream = io.BytesIO(data)
+        obj = cbor2.CBORDecoder(stream).decode()
     except Exception as e:  # cbor2 raises several types on hostile input
         raise MalformedError("COSE_Sign1: not valid CBOR") from e
+    if stream.tell() != len(data):
+        raise MalformedError("COSE_Sign1: trailing bytes after the message")
     if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_SIGN1_TAG:
         raise MalformedError("COSE_Sign1: missing tag 18")
     value = obj.value

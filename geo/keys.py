@@ -19,23 +19,32 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NewType, Protocol
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
-from geo.cose import ALG_EDDSA
+from geo.cose import ALG_EDDSA, ALG_ES256
 from geo.errors import BadSignatureError, ConfigurationError, ExpiredError, UnknownKeyError
 
-ALG_NAMES = {ALG_EDDSA: "EdDSA"}
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+ALG_NAMES = {ALG_EDDSA: "EdDSA", ALG_ES256: "ES256"}
+P256_COORD = 32
 KID_LENGTH = 8
 
 
 def key_id(raw_public_key: bytes) -> bytes:
-    """The key id: the first 8 bytes of SHA-256 of the raw public key."""
+    """The key id: the first 8 bytes of SHA-256 of the raw public key (32 bytes for Ed25519;
+    the 65-byte uncompressed SEC1 point for P-256)."""
     return hashlib.sha256(raw_public_key).digest()[:KID_LENGTH]
 
 
@@ -90,7 +99,7 @@ def _b64url(data: bytes) -> str:
 
 
 def _b64url_decode(text: str) -> bytes:
-    if not isinstance(text, str) or not text.isascii():
+    if not isinstance(text, str) or _B64URL.fullmatch(text) is None:
         raise ValueError("not base64url text")
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
@@ -101,7 +110,7 @@ class PublicKey:
 
     kid: bytes
     alg: int
-    key: Ed25519PublicKey
+    key: Ed25519PublicKey | ec.EllipticCurvePublicKey
     raw: bytes
     not_before: int | None = None
     not_after: int | None = None
@@ -120,13 +129,45 @@ class PublicKey:
         return cls(key_id(raw), ALG_EDDSA, key, raw, not_before, not_after)
 
     @classmethod
+    def from_p256(
+        cls,
+        key: ec.EllipticCurvePublicKey,
+        *,
+        not_before: int | None = None,
+        not_after: int | None = None,
+    ) -> PublicKey:
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise ConfigurationError("public key: only the P-256 curve is supported for ES256")
+        raw = key.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        return cls(key_id(raw), ALG_ES256, key, raw, not_before, not_after)
+
+    def verify_signature(self, signature: bytes, data: bytes) -> None:
+        """Raise :class:`BadSignatureError` unless ``signature`` is valid over ``data``
+        under this key's own algorithm (COSE encodings: 64 bytes for both)."""
+        try:
+            if isinstance(self.key, Ed25519PublicKey):
+                self.key.verify(signature, data)
+            else:
+                if len(signature) != 2 * P256_COORD:
+                    raise InvalidSignature
+                r = int.from_bytes(signature[:P256_COORD], "big")
+                s = int.from_bytes(signature[P256_COORD:], "big")
+                self.key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature as e:
+            raise BadSignatureError("signature does not verify") from e
+
+    @classmethod
     def from_pem(cls, data: bytes) -> PublicKey:
         try:
             key = serialization.load_pem_public_key(data)
         except ValueError as e:
             raise ConfigurationError("public key: not a PEM public key") from e
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            return cls.from_p256(key)
         if not isinstance(key, Ed25519PublicKey):
-            raise ConfigurationError("public key: not an Ed25519 key")
+            raise ConfigurationError("public key: not an Ed25519 or P-256 key")
         return cls.from_ed25519(key)
 
     def to_pem(self) -> bytes:
@@ -140,14 +181,13 @@ class PublicKey:
         return self.not_after is None or t <= self.not_after
 
     def to_jwk(self) -> dict[str, Any]:
-        jwk: dict[str, Any] = {
-            "kty": "OKP",
-            "crv": "Ed25519",
-            "x": _b64url(self.raw),
-            "kid": self.kid.hex(),
-            "alg": ALG_NAMES[self.alg],
-            "use": "sig",
-        }
+        jwk: dict[str, Any]
+        if self.alg == ALG_ES256:
+            x, y = self.raw[1 : 1 + P256_COORD], self.raw[1 + P256_COORD :]
+            jwk = {"kty": "EC", "crv": "P-256", "x": _b64url(x), "y": _b64url(y)}
+        else:
+            jwk = {"kty": "OKP", "crv": "Ed25519", "x": _b64url(self.raw)}
+        jwk.update({"kid": self.kid.hex(), "alg": ALG_NAMES[self.alg], "use": "sig"})
         if self.not_before is not None:
             jwk["nbf"] = self.not_before
         if self.not_after is not None:
@@ -156,22 +196,40 @@ class PublicKey:
 
     @classmethod
     def from_jwk(cls, jwk: Mapping[str, Any]) -> PublicKey:
-        if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
-            raise ConfigurationError("jwk: only kty OKP with crv Ed25519 is supported")
-        if jwk.get("alg", "EdDSA") != "EdDSA":
-            raise ConfigurationError("jwk: alg must be EdDSA for an Ed25519 key")
-        try:
-            raw = _b64url_decode(jwk["x"])
-            key = Ed25519PublicKey.from_public_bytes(raw)
-        except (KeyError, ValueError) as e:
-            raise ConfigurationError("jwk: x must be a base64url 32-byte Ed25519 key") from e
+        """One JWK: OKP/Ed25519 (EdDSA) or EC/P-256 (ES256); the algorithm is fixed by the
+        key type, so a key can never be used with another algorithm."""
+        kty, crv = jwk.get("kty"), jwk.get("crv")
+        if (kty, crv) == ("OKP", "Ed25519"):
+            alg_name = "EdDSA"
+        elif (kty, crv) == ("EC", "P-256"):
+            alg_name = "ES256"
+        else:
+            raise ConfigurationError("jwk: kty/crv must be OKP/Ed25519 or EC/P-256")
+        if jwk.get("alg", alg_name) != alg_name:
+            raise ConfigurationError(f"jwk: alg must be {alg_name} for this key type")
         bounds = []
         for name in ("nbf", "exp"):
             value = jwk.get(name)
             if value is not None and (type(value) is not int or value < 0):
                 raise ConfigurationError(f"jwk: {name} must be a non-negative integer")
             bounds.append(value)
-        pk = cls.from_ed25519(key, not_before=bounds[0], not_after=bounds[1])
+        if alg_name == "EdDSA":
+            try:
+                key = Ed25519PublicKey.from_public_bytes(_b64url_decode(jwk["x"]))
+            except (KeyError, ValueError) as e:
+                raise ConfigurationError("jwk: x must be a base64url 32-byte Ed25519 key") from e
+            pk = cls.from_ed25519(key, not_before=bounds[0], not_after=bounds[1])
+        else:
+            try:
+                x, y = _b64url_decode(jwk["x"]), _b64url_decode(jwk["y"])
+                if len(x) != P256_COORD or len(y) != P256_COORD:
+                    raise ValueError
+                point = ec.EllipticCurvePublicKey.from_encoded_point(
+                    ec.SECP256R1(), b"\x04" + x + y
+                )
+            except (KeyError, ValueError) as e:
+                raise ConfigurationError("jwk: x and y must be a base64url P-256 point") from e
+            pk = cls.from_p256(point, not_before=bounds[0], not_after=bounds[1])
         if "kid" in jwk and jwk["kid"] != pk.kid.hex():
             raise ConfigurationError("jwk: kid does not match the key (first 8 bytes of SHA-256)")
         return pk
@@ -201,19 +259,28 @@ class KeySet:
             raise UnknownKeyError("signed by an unknown key")
         return key
 
-    def verify(self, *, key_id: bytes | None, signature: bytes, data: bytes, at: int) -> PublicKey:
+    def verify(
+        self,
+        *,
+        key_id: bytes | None,
+        signature: bytes,
+        data: bytes,
+        at: int,
+        alg: int | None = None,
+    ) -> PublicKey:
         """Verify ``signature`` over ``data`` with the key ``key_id`` names.
 
         ``at`` is the time the data claims to have been signed: the key must have been valid
-        then (an expired key still verifies what it signed while valid).
+        then (an expired key still verifies what it signed while valid). ``alg``, when
+        given, is what the signed data's header claims: it must be the key's own algorithm
+        (the key decides; a header naming another one is refused, never obeyed).
         """
         key = self.get(key_id)
+        if alg is not None and alg != key.alg:
+            raise BadSignatureError("header alg is not the key's algorithm")
         if not key.valid_at(at):
             raise ExpiredError("signing key was not valid at the signing time")
-        try:
-            key.key.verify(signature, data)
-        except InvalidSignature as e:
-            raise BadSignatureError("signature does not verify") from e
+        key.verify_signature(signature, data)
         return key
 
     def to_jwks(self) -> dict[str, Any]:
@@ -304,3 +371,28 @@ class Ed25519Signer:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
+
+
+class P256Signer:
+    """Signs with an ECDSA P-256 key (ES256), COSE encoding r || s. Partner provinces whose
+    HSMs only do P-256 sign this way; StayCheck itself signs with Ed25519."""
+
+    def __init__(self, private_key: ec.EllipticCurvePrivateKey) -> None:
+        self._key = private_key
+        self.public_key = PublicKey.from_p256(private_key.public_key())
+
+    @property
+    def kid(self) -> bytes:
+        return self.public_key.kid
+
+    @property
+    def alg(self) -> int:
+        return ALG_ES256
+
+    def sign(self, data: bytes) -> bytes:
+        r, s = decode_dss_signature(self._key.sign(data, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(P256_COORD, "big") + s.to_bytes(P256_COORD, "big")
+
+    @classmethod
+    def generate(cls) -> P256Signer:
+        return cls(ec.generate_private_key(ec.SECP256R1()))

@@ -49,7 +49,13 @@ def open_bundle(
     if sign1.protected.get(cose.HEADER_CONTENT_TYPE) != BUNDLE_CONTENT_TYPE:
         raise MalformedError("bundle: wrong content type (not a risk-area bundle)")
     # Authority keys carry no validity window; the bundle's own dates bound it.
-    keys.verify(key_id=sign1.kid, signature=sign1.signature, data=sign1.to_be_signed(), at=0)
+    keys.verify(
+        key_id=sign1.kid,
+        signature=sign1.signature,
+        data=sign1.to_be_signed(),
+        at=0,
+        alg=sign1.alg if sign1.alg is not None else -1,
+    )
     return RiskAreaBundle.from_payload(sign1.payload, digest=hashlib.sha256(data).hexdigest())
 
 

@@ -1,0 +1,882 @@
+"""The ``staycheck`` command line, driven as subprocesses exactly as issue 2 lists it.
+
+Everything lives in pytest's tmp dirs; the CLI reads the real clock, so itineraries and
+bundles are placed relative to the real ``now``. Servers listen on 127.0.0.1:0 and are
+always terminated at teardown. Expected values come from SPEC.md and the issue's CLI
+contract: exit 0 success, 1 a refusal, 2 a usage or input error.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import pathlib
+import queue
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from client.samples import feature, rfc3339, square
+
+DAY = 86400
+HOUR = 3600
+ISSUER = "110000"
+SUBJECT_ID = "11010519491231002X"  # made up; hashed on the client, never sent
+# City centres from shared/data/jjj_cities.json.
+TJ = (39.1256, 117.1902)
+BJ = (39.9042, 116.4074)
+# 5 km north of the square's centre, i.e. 4.5 km outside its edge.
+TJ_5KM_NORTH = (TJ[0] + 5000 / 111_320, TJ[1])
+BASE45 = re.compile(r"[0-9A-Z $%*+\-./:]+")
+
+_sibling = pathlib.Path(sys.executable).parent / "staycheck"
+STAYCHECK = str(_sibling) if _sibling.exists() else shutil.which("staycheck")
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def run(*args: str | os.PathLike[str], stdin: str | None = None, timeout: float = 30):
+    assert STAYCHECK, "the staycheck console script is not installed"
+    return subprocess.run(
+        [STAYCHECK, *map(str, args)],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=timeout,
+    )
+
+
+def parse_time(text: str) -> int:
+    return int(dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+
+
+def stay(
+    city: str, arrival: int, departure: int, location: tuple[float, float] | None = None
+) -> dict[str, Any]:
+    s: dict[str, Any] = {
+        "city_code": city,
+        "arrival": rfc3339(arrival),
+        "departure": rfc3339(departure),
+    }
+    if location is not None:
+        s["location"] = {"latitude": location[0], "longitude": location[1]}
+    return s
+
+
+def write_json(path: pathlib.Path, obj: Any) -> pathlib.Path:
+    path.write_text(json.dumps(obj), encoding="utf-8")
+    return path
+
+
+def write_itinerary(path: pathlib.Path, *stays: dict[str, Any]) -> pathlib.Path:
+    return write_json(path, {"stays": list(stays)})
+
+
+def spec_areas(now: int) -> dict[str, Any]:
+    """SPEC.md's B: one high-risk 1 km square in 120100 (Tianjin), active from now-5d."""
+    return {
+        "type": "FeatureCollection",
+        "features": [
+            feature("TJ-B", "120100", "high", square(*TJ, 1000), active_from=now - 5 * DAY)
+        ],
+    }
+
+
+EMPTY_AREAS: dict[str, Any] = {"type": "FeatureCollection", "features": []}
+
+
+@dataclass(frozen=True)
+class Authority:
+    private: pathlib.Path
+    public: pathlib.Path
+
+
+def keygen(root: pathlib.Path) -> Authority:
+    root.mkdir(parents=True, exist_ok=True)
+    a = Authority(root / "authority.key", root / "authority.pub")
+    r = run("authority", "keygen", "--private", a.private, "--public", a.public)
+    assert r.returncode == 0, r.stderr
+    return a
+
+
+def sign(
+    areas: pathlib.Path,
+    out: pathlib.Path,
+    authority: Authority,
+    *,
+    version: int,
+    expires: int,
+    extra: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[str]:
+    return run(
+        "authority",
+        "sign",
+        "--areas",
+        areas,
+        "--version",
+        str(version),
+        "--expires",
+        rfc3339(expires),
+        "--key",
+        authority.private,
+        "--out",
+        out,
+        *extra,
+    )
+
+
+def signed(
+    root: pathlib.Path,
+    name: str,
+    areas: dict[str, Any],
+    authority: Authority,
+    *,
+    version: int,
+    expires: int,
+) -> pathlib.Path:
+    areas_path = write_json(root / f"{name}.geojson", areas)
+    out = root / f"{name}.cose"
+    r = sign(areas_path, out, authority, version=version, expires=expires)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def publish(src: pathlib.Path, bundle: pathlib.Path) -> None:
+    """Publish the documented way: a temp file in the same folder renamed over the old one."""
+    tmp = bundle.with_name(f".{bundle.name}.publishing")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, bundle)
+
+
+def inspect(bundle: pathlib.Path, key: pathlib.Path) -> subprocess.CompletedProcess[str]:
+    return run("authority", "inspect", bundle, "--authority-key", key)
+
+
+def one_line_refusal(r: subprocess.CompletedProcess[str]) -> str:
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+def poll(fn: Callable[[], Any], done: Callable[[Any], bool], *, timeout: float) -> Any:
+    """Call ``fn`` until ``done(result)`` or the deadline; return the last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = fn()
+        if done(result) or time.monotonic() > deadline:
+            return result
+        time.sleep(0.2)
+
+
+# --- the server as a subprocess -----------------------------------------------------------
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[str]
+    port: int
+    banner: str
+    log: pathlib.Path
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def submit(self, itinerary: pathlib.Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return run("submit", "--server", self.target, "--itinerary", itinerary, *extra)
+
+    def submit_ok(self, itinerary: pathlib.Path, *extra: str) -> dict[str, Any]:
+        r = self.submit(itinerary, *extra)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    def keys(self, out: pathlib.Path) -> dict[str, Any]:
+        r = run("keys", "--server", self.target)
+        assert r.returncode == 0, r.stderr
+        out.write_text(r.stdout, encoding="utf-8")
+        return json.loads(r.stdout)
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM and wait; the exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+def _pump(stream: Any, lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+@contextlib.contextmanager
+def serving(
+    root: pathlib.Path,
+    *,
+    bundle: pathlib.Path,
+    authority_key: pathlib.Path,
+    state_dir: pathlib.Path,
+    issuer: str = ISSUER,
+    log_level: str = "info",
+    name: str = "serve",
+) -> Iterator[Served]:
+    """``staycheck serve`` on 127.0.0.1:0; waits for its ``serving on`` line; always ends it."""
+    assert STAYCHECK
+    log = root / f"{name}.{time.monotonic_ns()}.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [
+                STAYCHECK,
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--bundle",
+                str(bundle),
+                "--authority-key",
+                str(authority_key),
+                "--state-dir",
+                str(state_dir),
+                "--issuer",
+                issuer,
+                "--log-level",
+                log_level,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            cwd=root,
+        )
+    try:
+        lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
+        deadline = time.monotonic() + 20
+        banner = ""
+        while "serving on 127.0.0.1:" not in banner:
+            try:
+                line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                pytest.fail(f"no 'serving on' line within 20 s; log:\n{log.read_text()}")
+            if line is None:
+                pytest.fail(f"serve exited ({proc.wait()}) before serving; log:\n{log.read_text()}")
+            banner = line
+        m = re.search(r"serving on 127\.0\.0\.1:(\d+)", banner)
+        assert m, banner
+        port = int(m.group(1))
+        assert port != 0, "with port 0 the server must print the port it got"
+        yield Served(proc, port, banner, log)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+# --- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def now() -> int:
+    return int(time.time())
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def authority(home: pathlib.Path) -> Authority:
+    return keygen(home / "authority")
+
+
+@pytest.fixture(scope="module")
+def bundle_v1(home: pathlib.Path, authority: Authority, now: int) -> pathlib.Path:
+    """SPEC.md's bundle B, version 1, expiring in 2 days, default policy."""
+    return signed(home, "b-v1", spec_areas(now), authority, version=1, expires=now + 2 * DAY)
+
+
+@pytest.fixture(scope="module")
+def main_server(home: pathlib.Path, authority: Authority, bundle_v1: pathlib.Path):
+    """One server for the read-only flows, at debug level so its log can be checked."""
+    root = home / "main"
+    root.mkdir()
+    bundle = root / "bundle.cose"
+    shutil.copyfile(bundle_v1, bundle)
+    with serving(
+        root,
+        bundle=bundle,
+        authority_key=authority.public,
+        state_dir=root / "state",
+        log_level="debug",
+    ) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def main_jwks(home: pathlib.Path, main_server: Served) -> pathlib.Path:
+    path = home / "main-jwks.json"
+    main_server.keys(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bound_verdict(home: pathlib.Path, main_server: Served, now: int) -> dict[str, Any]:
+    """A REVIEW_REQUIRED verdict bound to SUBJECT_ID, as ``submit --subject-id`` prints it."""
+    it = write_itinerary(
+        home / "bound.json", stay("120100", now - 3 * DAY, now - 3 * DAY + 6 * HOUR, TJ)
+    )
+    return main_server.submit_ok(it, "--subject-id", SUBJECT_ID)
+
+
+# --- authority keygen ---------------------------------------------------------------------
+
+
+def test_keygen_writes_private_key_0600_and_refuses_to_overwrite(tmp_path):
+    private, public = tmp_path / "a.key", tmp_path / "a.pub"
+    r = run("authority", "keygen", "--private", private, "--public", public)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert b"PRIVATE KEY" in private.read_bytes()
+    assert b"PUBLIC KEY" in public.read_bytes()
+    assert b"PRIVATE" not in public.read_bytes()
+    before = (private.read_bytes(), public.read_bytes())
+
+    r = run("authority", "keygen", "--private", private, "--public", public)
+    assert r.returncode == 2
+    assert "--force" in r.stderr
+    assert (private.read_bytes(), public.read_bytes()) == before
+
+    r = run("authority", "keygen", "--private", private, "--public", public, "--force")
+    assert r.returncode == 0, r.stderr
+    assert private.read_bytes() != before[0]
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+
+
+def test_keygen_refuses_when_only_the_public_file_exists(tmp_path):
+    private, public = tmp_path / "a.key", tmp_path / "a.pub"
+    public.write_text("keep me")
+    r = run("authority", "keygen", "--private", private, "--public", public)
+    assert r.returncode == 2
+    assert public.read_text() == "keep me"
+    assert not private.exists()
+
+
+def test_keygen_into_a_missing_folder_is_a_clean_input_error(tmp_path):
+    r = run(
+        "authority",
+        "keygen",
+        "--private",
+        tmp_path / "missing" / "a.key",
+        "--public",
+        tmp_path / "a.pub",
+    )
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "a.pub").exists()
+
+
+# --- authority sign and inspect -----------------------------------------------------------
+
+
+def test_inspect_shows_version_area_count_default_policy_and_digest(authority, bundle_v1, now):
+    r = inspect(bundle_v1, authority.public)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["version"] == 1
+    assert out["area_count"] == 1
+    policy = out["policy"]
+    # SPEC.md's defaults: a 14-day window, 4 hours, medium and high flagged, tolerance 0.
+    assert policy["window_days"] == 14
+    assert policy["min_stay_hours"] == 4
+    assert {lv.lower() for lv in policy["flagged_levels"]} == {"medium", "high"}
+    assert policy["tolerance_m"] == 0
+    assert out["sha256"] == hashlib.sha256(bundle_v1.read_bytes()).hexdigest()
+    assert abs(parse_time(out["expires_at"]) - (now + 2 * DAY)) <= 1
+    assert now - 60 <= parse_time(out["issued_at"]) <= int(time.time()) + 1
+
+
+def test_sign_optional_policy_flags_are_in_the_bundle(tmp_path, authority, now):
+    areas = write_json(tmp_path / "areas.geojson", spec_areas(now))
+    out = tmp_path / "b.cose"
+    r = sign(
+        areas,
+        out,
+        authority,
+        version=7,
+        expires=now + 2 * DAY,
+        extra=(
+            "--window-days",
+            "10",
+            "--min-stay-hours",
+            "2.5",
+            "--tolerance-m",
+            "25",
+            "--flag-levels",
+            "high",
+        ),
+    )
+    assert r.returncode == 0, r.stderr
+    info = inspect(out, authority.public)
+    assert info.returncode == 0, info.stderr
+    got = json.loads(info.stdout)
+    assert got["version"] == 7
+    assert got["policy"]["window_days"] == 10
+    assert got["policy"]["min_stay_hours"] == 2.5
+    assert got["policy"]["tolerance_m"] == 25
+    assert [lv.lower() for lv in got["policy"]["flagged_levels"]] == ["high"]
+
+
+def test_sign_refuses_self_intersecting_polygon_naming_the_feature(tmp_path, authority, now):
+    lat, lon = TJ
+    d = 0.01
+    # A bow tie: the ring's edges cross in the middle.
+    bowtie = [
+        [
+            [lon - d, lat - d],
+            [lon + d, lat + d],
+            [lon + d, lat - d],
+            [lon - d, lat + d],
+            [lon - d, lat - d],
+        ]
+    ]
+    collection = spec_areas(now)
+    collection["features"].append(
+        feature("TJ-BOWTIE-7", "120100", "medium", bowtie, active_from=now - DAY)
+    )
+    areas = write_json(tmp_path / "areas.geojson", collection)
+    out = tmp_path / "b.cose"
+    r = sign(areas, out, authority, version=1, expires=now + 2 * DAY)
+    assert r.returncode == 2
+    assert "TJ-BOWTIE-7" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_sign_into_a_missing_folder_is_a_clean_input_error(tmp_path, authority, now):
+    areas = write_json(tmp_path / "areas.geojson", spec_areas(now))
+    r = sign(areas, tmp_path / "missing" / "b.cose", authority, version=1, expires=now + DAY)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_inspect_refuses_a_bundle_signed_by_another_authority(tmp_path, bundle_v1):
+    other = keygen(tmp_path / "other")
+    r = inspect(bundle_v1, other.public)
+    assert r.returncode != 0
+    assert r.stdout == ""
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("where", ["early", "middle", "last"])
+def test_inspect_refuses_a_tampered_byte(tmp_path, authority, bundle_v1, where):
+    data = bytearray(bundle_v1.read_bytes())
+    i = {"early": 3, "middle": len(data) // 2, "last": len(data) - 1}[where]
+    data[i] ^= 0x01
+    tampered = tmp_path / "tampered.cose"
+    tampered.write_bytes(bytes(data))
+    r = inspect(tampered, authority.public)
+    assert r.returncode != 0
+    assert r.stdout == ""
+    assert "Traceback" not in r.stderr
+
+
+# --- serve + submit: SPEC.md's example cases ----------------------------------------------
+
+
+def _spec_cases(now: int) -> list[tuple[str, list[dict[str, Any]], str]]:
+    return [
+        ("14 days in 110100 only", [stay("110100", now - 14 * DAY, now, BJ)], "NO_ABNORMALITY"),
+        (
+            "6 h in 120100 at now-3d inside the square",
+            [stay("120100", now - 3 * DAY, now - 3 * DAY + 6 * HOUR, TJ)],
+            "REVIEW_REQUIRED",
+        ),
+        (
+            "6 h in 120100 at now-3d 5 km outside the square",
+            [stay("120100", now - 3 * DAY, now - 3 * DAY + 6 * HOUR, TJ_5KM_NORTH)],
+            "NO_ABNORMALITY",
+        ),
+        (
+            "2 h in 120100 inside the square at now-3d",
+            [stay("120100", now - 3 * DAY, now - 3 * DAY + 2 * HOUR, TJ)],
+            "NO_ABNORMALITY",
+        ),
+        (
+            "6 h in 120100 inside the square at now-7d",
+            [stay("120100", now - 7 * DAY, now - 7 * DAY + 6 * HOUR, TJ)],
+            "NO_ABNORMALITY",
+        ),
+        (
+            "6 h in 120100 with no location at now-3d",
+            [stay("120100", now - 3 * DAY, now - 3 * DAY + 6 * HOUR)],
+            "REVIEW_REQUIRED",
+        ),
+        (
+            "6 h in 120100 inside the square at now-16d",
+            [stay("120100", now - 16 * DAY, now - 16 * DAY + 6 * HOUR, TJ)],
+            "NO_ABNORMALITY",
+        ),
+    ]
+
+
+SPEC_CASE_IDS = [
+    "14d-beijing",
+    "6h-inside",
+    "6h-5km-outside",
+    "2h-inside",
+    "6h-inside-before-active",
+    "6h-no-location",
+    "6h-inside-outside-window",
+]
+
+
+def test_serve_banner_names_the_bundle_version(main_server):
+    assert main_server.banner.startswith("serving on 127.0.0.1:")
+    assert main_server.proc.poll() is None
+
+
+@pytest.mark.parametrize("case", range(len(SPEC_CASE_IDS)), ids=SPEC_CASE_IDS)
+def test_submit_spec_example(tmp_path, main_server, now, case):
+    title, stays, expected = _spec_cases(now)[case]
+    out = main_server.submit_ok(write_itinerary(tmp_path / "it.json", *stays))
+    assert out["status"] == expected, title
+    assert out["token"].startswith("SC1:")
+    # Text form: base45, which fits a QR code's alphanumeric mode.
+    assert BASE45.fullmatch(out["token"])
+    assert "salt" not in out
+
+
+def test_keys_prints_an_ed25519_jwks(main_jwks):
+    jwks = json.loads(main_jwks.read_text())
+    assert jwks["keys"], "at least one verdict key"
+    for key in jwks["keys"]:
+        assert key["kty"] == "OKP"
+        assert key["crv"] == "Ed25519"
+        assert key["alg"] == "EdDSA"
+        raw = base64.urlsafe_b64decode(key["x"] + "=" * (-len(key["x"]) % 4))
+        assert len(raw) == 32
+        # kid: the first 8 bytes of SHA-256 of the raw public key (hex or base64url).
+        kid8 = hashlib.sha256(raw).digest()[:8]
+        assert key["kid"] in (kid8.hex(), base64.urlsafe_b64encode(kid8).decode().rstrip("="))
+        assert "d" not in key, "never the private part"
+
+
+# --- submit --subject-id, keys, verify ----------------------------------------------------
+
+
+def test_submit_with_subject_id_prints_a_salt(bound_verdict):
+    assert bound_verdict["status"] == "REVIEW_REQUIRED"
+    assert re.fullmatch(r"[0-9a-f]{32}", bound_verdict["salt"])
+    assert SUBJECT_ID not in json.dumps(bound_verdict)
+
+
+def test_verify_accepts_the_bearers_verdict(main_jwks, bound_verdict, now):
+    r = run(
+        "verify",
+        bound_verdict["token"],
+        "--keys",
+        main_jwks,
+        "--subject-id",
+        SUBJECT_ID,
+        "--salt",
+        bound_verdict["salt"],
+        "--min-riskset-version",
+        "1",
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["status"] == "REVIEW_REQUIRED"
+    assert out["issuer"] == ISSUER
+    assert out["riskset_version"] == 1
+    iat, exp = parse_time(out["issued_at"]), parse_time(out["expires_at"])
+    # iat is rounded to a coarse bucket: minutes, never seconds.
+    assert iat % 60 == 0
+    assert now - 15 * 60 <= iat <= int(time.time())
+    # At most 24 h, never past the bundle's expiry (now + 2 d).
+    assert iat < exp <= iat + 24 * HOUR
+    assert exp <= now + 2 * DAY
+
+
+def test_verify_reads_the_token_from_stdin(main_jwks, bound_verdict):
+    r = run("verify", "-", "--keys", main_jwks, stdin=bound_verdict["token"] + "\n")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["status"] == "REVIEW_REQUIRED"
+
+
+def test_verify_refuses_another_subject(main_jwks, bound_verdict):
+    r = run(
+        "verify",
+        bound_verdict["token"],
+        "--keys",
+        main_jwks,
+        "--subject-id",
+        "110105194912310037",
+        "--salt",
+        bound_verdict["salt"],
+    )
+    assert "binding" in one_line_refusal(r)
+
+
+def test_verify_refuses_a_stale_riskset_version(main_jwks, bound_verdict):
+    r = run("verify", bound_verdict["token"], "--keys", main_jwks, "--min-riskset-version", "2")
+    assert "stale" in one_line_refusal(r)
+
+
+def test_verify_refuses_a_tampered_token(main_jwks, bound_verdict):
+    token = bound_verdict["token"]
+    i = len(token) // 2
+    forged = token[:i] + ("0" if token[i] != "0" else "1") + token[i + 1 :]
+    assert forged != token
+    r = run("verify", forged, "--keys", main_jwks)
+    one_line_refusal(r)
+
+
+def test_verify_refuses_a_garbage_token_as_malformed(main_jwks):
+    r = run("verify", "SC1:this is not a token", "--keys", main_jwks)
+    assert "malformed" in one_line_refusal(r)
+    r = run("verify", "hello", "--keys", main_jwks)
+    assert "malformed" in one_line_refusal(r)
+
+
+def test_verify_refuses_a_token_under_another_servers_keys(
+    tmp_path, authority, bundle_v1, bound_verdict
+):
+    bundle = tmp_path / "bundle.cose"
+    shutil.copyfile(bundle_v1, bundle)
+    with serving(
+        tmp_path, bundle=bundle, authority_key=authority.public, state_dir=tmp_path / "state"
+    ) as other:
+        other.keys(tmp_path / "other-jwks.json")
+    r = run("verify", bound_verdict["token"], "--keys", tmp_path / "other-jwks.json")
+    assert "unknown key" in one_line_refusal(r)
+
+
+# --- submit: bad input --------------------------------------------------------------------
+
+
+def test_submit_invalid_itinerary_names_the_field_not_the_values(tmp_path, main_server, now):
+    arrival, departure = now - 2 * DAY, now - 2 * DAY - HOUR
+    location = (39.13579, 117.24680)
+    it = write_itinerary(tmp_path / "bad.json", stay("120100", arrival, departure, location))
+    r = main_server.submit(it)
+    assert r.returncode == 1
+    assert "stays[0].departure" in r.stderr
+    assert "INVALID_ARGUMENT" in r.stderr
+    for value in (
+        rfc3339(arrival),
+        rfc3339(departure),
+        rfc3339(departure)[:10],
+        str(arrival),
+        str(departure),
+        "39.13579",
+        "117.2468",
+    ):
+        assert value not in r.stderr
+    # The server is still answering.
+    ok = write_itinerary(tmp_path / "ok.json", stay("110100", now - 14 * DAY, now, BJ))
+    assert main_server.submit_ok(ok)["status"] == "NO_ABNORMALITY"
+
+
+def test_submit_unparsable_itinerary_is_an_input_error(tmp_path, main_server):
+    it = tmp_path / "bad.json"
+    it.write_text('{"stays": [{"city_code": "130600", "secret_field": 38.87654321}]}')
+    r = main_server.submit(it)
+    assert r.returncode == 2
+    assert "38.87654321" not in r.stderr
+    assert "130600" not in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_server_log_holds_no_itinerary_bytes_at_debug_level(tmp_path, main_server, now):
+    arrival = now - 5 * DAY + 1234
+    departure = arrival + 7 * HOUR + 17
+    located = write_itinerary(
+        tmp_path / "a.json", stay("130600", arrival, departure, (38.8765432, 115.4654321))
+    )
+    backwards = write_itinerary(
+        tmp_path / "b.json", stay("130600", departure, arrival, (38.8765432, 115.4654321))
+    )
+    assert main_server.submit_ok(located)["status"] == "NO_ABNORMALITY"
+    assert main_server.submit(backwards).returncode == 1
+    log = main_server.log_text()
+    for value in (
+        "130600",
+        "38.876",
+        "115.465",
+        str(arrival),
+        str(departure),
+        rfc3339(arrival),
+        rfc3339(departure),
+    ):
+        assert value not in log
+
+
+# --- reload, rollback, restart, SIGTERM ---------------------------------------------------
+
+
+def test_reload_adopts_a_newer_bundle_and_refuses_an_older_one(tmp_path, authority, bundle_v1, now):
+    bundle = tmp_path / "bundle.cose"
+    shutil.copyfile(bundle_v1, bundle)
+    risky = write_itinerary(
+        tmp_path / "risky.json", stay("120100", now - 3 * DAY, now - 3 * DAY + 6 * HOUR, TJ)
+    )
+    v2 = signed(tmp_path, "v2", EMPTY_AREAS, authority, version=2, expires=now + 2 * DAY)
+    with serving(
+        tmp_path, bundle=bundle, authority_key=authority.public, state_dir=tmp_path / "state"
+    ) as s:
+        first = s.submit_ok(risky)
+        assert (first["status"], first["riskset_version"]) == ("REVIEW_REQUIRED", 1)
+
+        publish(v2, bundle)
+        s.proc.send_signal(signal.SIGHUP)
+        out = poll(lambda: s.submit_ok(risky), lambda o: o["riskset_version"] == 2, timeout=10)
+        assert out["riskset_version"] == 2, "version 2 not adopted within 10 s"
+        assert out["status"] == "NO_ABNORMALITY"
+
+        # An older bundle is refused; version 2 stays in use.
+        mark = len(s.log_text())
+        publish(bundle_v1, bundle)
+        s.proc.send_signal(signal.SIGHUP)
+        poll(lambda: s.log_text()[mark:], lambda t: "refused" in t, timeout=10)
+        assert "refused" in s.log_text()[mark:], "the older bundle was not considered"
+        out = s.submit_ok(risky)
+        assert (out["status"], out["riskset_version"]) == ("NO_ABNORMALITY", 2)
+        assert s.proc.poll() is None
+
+        # The verdict says the same offline.
+        s.keys(tmp_path / "jwks.json")
+        r = run("verify", out["token"], "--keys", tmp_path / "jwks.json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["riskset_version"] == 2
+
+
+def test_restart_cannot_roll_back_and_reuses_the_verdict_key(tmp_path, authority, bundle_v1, now):
+    bundle = tmp_path / "bundle.cose"
+    state = tmp_path / "state"
+    v2 = signed(tmp_path, "v2", spec_areas(now), authority, version=2, expires=now + 2 * DAY)
+    publish(v2, bundle)
+    risky = write_itinerary(
+        tmp_path / "risky.json", stay("120100", now - 3 * DAY, now - 3 * DAY + 6 * HOUR, TJ)
+    )
+    with serving(tmp_path, bundle=bundle, authority_key=authority.public, state_dir=state) as s:
+        out = s.submit_ok(risky)
+        assert (out["status"], out["riskset_version"]) == ("REVIEW_REQUIRED", 2)
+        kids_before = {k["kid"] for k in s.keys(tmp_path / "jwks-1.json")["keys"]}
+        assert s.stop(timeout=15) == 0
+
+    publish(bundle_v1, bundle)
+    with serving(tmp_path, bundle=bundle, authority_key=authority.public, state_dir=state) as s:
+        assert "serving on 127.0.0.1:" in s.banner
+        r = s.submit(risky)
+        assert r.returncode == 1
+        assert "FAILED_PRECONDITION" in r.stderr
+        kids_after = {k["kid"] for k in s.keys(tmp_path / "jwks-2.json")["keys"]}
+        assert kids_after == kids_before
+
+        # Publishing version 2 again (the bundle in the floor) brings the service back; no
+        # SIGHUP this time: the file watcher must notice the change by itself.
+        publish(v2, bundle)
+        r = poll(lambda: s.submit(risky), lambda res: res.returncode == 0, timeout=10)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert (out["status"], out["riskset_version"]) == ("REVIEW_REQUIRED", 2)
+        # The key set published before the restart still verifies today's verdicts.
+        r = run("verify", out["token"], "--keys", tmp_path / "jwks-1.json")
+        assert r.returncode == 0, r.stderr
+
+
+def test_sigterm_stops_the_server_with_exit_code_0(tmp_path, authority, bundle_v1):
+    bundle = tmp_path / "bundle.cose"
+    shutil.copyfile(bundle_v1, bundle)
+    with serving(
+        tmp_path, bundle=bundle, authority_key=authority.public, state_dir=tmp_path / "state"
+    ) as s:
+        assert s.stop(timeout=15) == 0
+
+
+def test_serve_on_a_busy_port_fails_cleanly(tmp_path, authority, bundle_v1):
+    bundle = tmp_path / "bundle.cose"
+    shutil.copyfile(bundle_v1, bundle)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = run(
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--bundle",
+            bundle,
+            "--authority-key",
+            authority.public,
+            "--state-dir",
+            tmp_path / "state",
+            "--issuer",
+            ISSUER,
+            timeout=20,
+        )
+    assert r.returncode != 0
+    assert "serving on" not in r.stdout
+    assert "Traceback" not in r.stderr
+    assert str(port) in r.stderr
+
+
+# --- demo and help ------------------------------------------------------------------------
+
+
+def test_demo_tells_the_whole_story():
+    r = run("demo", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "未见异常" in r.stdout
+    assert "弹窗" in r.stdout
+    assert "rejected" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["authority"],
+        ["authority", "keygen"],
+        ["authority", "sign"],
+        ["authority", "inspect"],
+        ["serve"],
+        ["submit"],
+        ["keys"],
+        ["verify"],
+        ["demo"],
+    ],
+    ids=lambda c: " ".join(c) or "staycheck",
+)
+def test_help(command):
+    r = run(*command, "--help")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: staycheck")
