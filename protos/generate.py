@@ -19,7 +19,11 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
-DESTINATIONS = {"bundle": ROOT / "geo" / "_pb", "verification": ROOT / "client" / "_pb"}
+DESTINATIONS = {
+    "bundle": ROOT / "geo" / "_pb",
+    "verification": ROOT / "client" / "_pb",
+    "partner": ROOT / "client" / "_pb",
+}
 INIT = '"""Generated protobuf code: do not edit; run ``make proto``."""\n'
 
 

@@ -1,58 +1,89 @@
 """The StayCheck server: wiring, lifecycle and signals.
 
-:class:`StayCheckServer` assembles the servicer, the standard health and reflection
-services, the bundle manager and the key store around one ``grpc.server``; a background
-thread reloads the bundle when its file changes (or on :meth:`request_reload`, which SIGHUP
-calls) and keeps the health status in step with the bundle's expiry. :func:`run` is what
-``staycheck serve`` calls: it prints ``serving on HOST:PORT`` once ready and stops
-gracefully on SIGTERM or SIGINT (health turns NOT_SERVING first, in-flight calls finish).
+:class:`StayCheckServer` assembles, around the pure core:
+
+- the public listener: ``ItineraryVerification``, the standard health service and
+  reflection; TLS when given a certificate (plaintext only on loopback unless ``insecure``);
+- the partner listener (optional): ``PartnerVerification`` (plus health) behind mutual TLS
+  with the partner CA, and the partner interceptor (identity, allowed methods, budget).
+  Partner services are never on the public listener: they are separate ``grpc.server``s;
+- the bundle manager and verdict key store, and a background thread that reloads the
+  bundle when its file changes (or on :meth:`request_reload`, which SIGHUP calls), picks up
+  key rotations, and keeps health in step with the bundle's expiry.
+
+:func:`run` is what ``staycheck serve`` calls: it prints ``serving on HOST:PORT`` once
+ready and stops gracefully on SIGTERM or SIGINT (health turns NOT_SERVING first, in-flight
+calls finish).
 """
 
 from __future__ import annotations
 
 import logging
+import pathlib
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from client._pb import partner_pb2 as ppb
+from client._pb import partner_pb2_grpc as ppb_grpc
 from client._pb import verification_pb2 as pb
 from client._pb import verification_pb2_grpc as pb_grpc
+from client.truststore import Issuer, TrustStore
+from geo.errors import ConfigurationError, Error
 from geo.keys import AuthorityKeySet, KeySet, PublicKey
 from server.bundles import BundleManager, ReloadResult
 from server.config import ServerConfig
 from server.keystore import VerdictKeyStore
-from server.service import ItineraryVerificationServicer
+from server.partner import PartnerVerificationServicer
+from server.partners import PartnerAuthInterceptor, load_partners
+from server.service import ItineraryVerificationServicer, VerdictCore
 
 log = logging.getLogger("staycheck.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ItineraryVerification"].full_name
+PARTNER_SERVICE_NAME = ppb.DESCRIPTOR.services_by_name["PartnerVerification"].full_name
 
 
 def _now() -> int:
     return int(time.time())
 
 
+def _read(path: pathlib.Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ConfigurationError(f"{what}: cannot read {path} ({e.strerror})") from e
+
+
 class StayCheckServer:
     """One server process: build with a config, :meth:`start`, later :meth:`stop`."""
 
-    def __init__(self, config: ServerConfig, *, clock: Callable[[], int] = _now) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        clock: Callable[[], int] = _now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         config.check()
         self.config = config
         self._clock = clock
-        try:
-            authority = PublicKey.from_pem(config.authority_key_path.read_bytes())
-        except OSError as e:
-            from geo.errors import ConfigurationError
-
-            raise ConfigurationError(f"{config.authority_key_path}: cannot read") from e
+        authority = PublicKey.from_pem(_read(config.authority_key_path, "authority key"))
+        self._other_issuers = (
+            TrustStore.load(config.trust_store_path)
+            if config.trust_store_path is not None
+            else TrustStore([])
+        )
         self.keys = VerdictKeyStore(config.state_dir, issuer=config.issuer)
         self.keys.load_or_create(now=clock())
+        self._trust = self._build_trust()
         self.health = health.HealthServicer()
         self.bundles = BundleManager(
             config.bundle_path,
@@ -62,7 +93,7 @@ class StayCheckServer:
             max_size=config.max_bundle_bytes,
             on_change=self._update_health,
         )
-        self.servicer = ItineraryVerificationServicer(
+        self.core = VerdictCore(
             bundles=self.bundles,
             keys=self.keys,
             issuer=config.issuer,
@@ -70,24 +101,50 @@ class StayCheckServer:
             limits=config.limits,
             verdict_ttl_s=config.verdict_ttl_s,
         )
+        options = [
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", 4 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ]
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.max_workers),
-            options=[
-                ("grpc.max_receive_message_length", config.max_message_bytes),
-                ("grpc.max_send_message_length", 4 * 1024 * 1024),
-                ("grpc.so_reuseport", 0),
-            ],
+            futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
+            options=options,
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
-        pb_grpc.add_ItineraryVerificationServicer_to_server(self.servicer, self._server)
+        pb_grpc.add_ItineraryVerificationServicer_to_server(
+            ItineraryVerificationServicer(self.core), self._server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
+        self._partner_server: Any = None
+        if config.partner_listen is not None:
+            assert config.partners_path is not None
+            interceptor = PartnerAuthInterceptor(
+                load_partners(config.partners_path), clock=monotonic
+            )
+            self._partner_server = grpc.server(
+                futures.ThreadPoolExecutor(
+                    max_workers=config.max_workers, thread_name_prefix="partner"
+                ),
+                interceptors=[interceptor],
+                options=options,
+                maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            )
+            ppb_grpc.add_PartnerVerificationServicer_to_server(
+                PartnerVerificationServicer(self.core, lambda: self._trust), self._partner_server
+            )
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._partner_server)
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
-        self._watcher = threading.Thread(target=self._watch, name="bundle-watcher", daemon=True)
+        self._watcher = threading.Thread(target=self._watch, name="watcher", daemon=True)
         self.port = 0
+        self.partner_port = 0
+
+    def _build_trust(self) -> TrustStore:
+        own = Issuer(self.config.issuer, "self", self.keys.key_set(now=self._clock()))
+        return self._other_issuers.with_issuer(own)
 
     def _update_health(self) -> None:
         serving = self.bundles.serving(self._clock())
@@ -98,13 +155,47 @@ class StayCheckServer:
         )
         self.health.set("", status)
         self.health.set(SERVICE_NAME, status)
+        self.health.set(PARTNER_SERVICE_NAME, status)
+
+    def _credentials(self, *, partner: bool) -> grpc.ServerCredentials | None:
+        cfg = self.config
+        if not cfg.tls:
+            return None
+        assert cfg.tls_cert_path is not None and cfg.tls_key_path is not None
+        pair = [(_read(cfg.tls_key_path, "tls key"), _read(cfg.tls_cert_path, "tls cert"))]
+        if not partner:
+            return grpc.ssl_server_credentials(pair)
+        assert cfg.partner_ca_path is not None
+        return grpc.ssl_server_credentials(
+            pair,
+            root_certificates=_read(cfg.partner_ca_path, "partner CA"),
+            require_client_auth=True,
+        )
+
+    @staticmethod
+    def _bind(server: Any, listen: str, credentials: grpc.ServerCredentials | None) -> int:
+        try:
+            if credentials is None:
+                port = server.add_insecure_port(listen)
+            else:
+                port = server.add_secure_port(listen, credentials)
+        except RuntimeError as e:
+            raise ConfigurationError(f"listen: cannot bind {listen}") from e
+        return int(port)
 
     def start(self) -> int:
-        """Load the bundle, bind, start serving; returns the bound port."""
+        """Bind, load the bundle, start serving; returns the public port."""
+        self.port = self._bind(self._server, self.config.listen, self._credentials(partner=False))
+        if self._partner_server is not None:
+            assert self.config.partner_listen is not None
+            self.partner_port = self._bind(
+                self._partner_server, self.config.partner_listen, self._credentials(partner=True)
+            )
         self.bundles.reload()
         self._update_health()
-        self.port = self._server.add_insecure_port(self.config.listen)
         self._server.start()
+        if self._partner_server is not None:
+            self._partner_server.start()
         self._watcher.start()
         return self.port
 
@@ -117,7 +208,21 @@ class StayCheckServer:
         self._update_health()
         return result
 
+    def reload_keys(self) -> bool:
+        """Pick up a key rotation made by ``staycheck keys rotate``; True if keys changed."""
+        try:
+            changed = self.keys.reload_if_changed()
+        except Error as e:
+            log.error("verdict keys not reloaded: %s", e)
+            return False
+        if changed:
+            self.core.refresh_signer()
+            self._trust = self._build_trust()
+            log.info("verdict keys reloaded: active key %s", self.keys.active_kid)
+        return changed
+
     def _watch(self) -> None:
+        last_trust = self._clock()
         while not self._stop.is_set():
             self._reload_requested.wait(self.config.reload_interval_s)
             if self._stop.is_set():
@@ -125,6 +230,9 @@ class StayCheckServer:
             if self._reload_requested.is_set() or self.bundles.changed():
                 self._reload_requested.clear()
                 self.bundles.reload()
+            if not self.reload_keys() and self._clock() - last_trust >= 60:
+                self._trust = self._build_trust()  # drop keys whose verdicts all expired
+                last_trust = self._clock()
             self._update_health()
 
     def stop(self, grace: float | None = None) -> None:
@@ -132,7 +240,12 @@ class StayCheckServer:
         self._stop.set()
         self._reload_requested.set()
         self._update_health()
-        self._server.stop(self.config.grace_s if grace is None else grace).wait()
+        grace = self.config.grace_s if grace is None else grace
+        events = [self._server.stop(grace)]
+        if self._partner_server is not None:
+            events.append(self._partner_server.stop(grace))
+        for event in events:
+            event.wait()
 
     def wait(self) -> None:
         self._server.wait_for_termination()
@@ -142,7 +255,6 @@ def run(config: ServerConfig) -> int:
     """Serve until SIGTERM/SIGINT. Prints ``serving on HOST:PORT`` once ready."""
     server = StayCheckServer(config)
     port = server.start()
-    host = config.listen.rsplit(":", 1)[0]
     done = threading.Event()
 
     def on_stop(signum: int, frame: object) -> None:
@@ -153,7 +265,12 @@ def run(config: ServerConfig) -> int:
     signal.signal(signal.SIGHUP, lambda signum, frame: server.request_reload())
     bundle = server.bundles.current
     state = f"bundle version {bundle.version}" if bundle else "no valid bundle: NOT_SERVING"
-    print(f"serving on {host}:{port} ({state})", flush=True)
+    host = config.listen.rsplit(":", 1)[0]
+    tls = "TLS" if config.tls else "plaintext"
+    print(f"serving on {host}:{port} ({tls}, {state})", flush=True)
+    if config.partner_listen is not None:
+        phost = config.partner_listen.rsplit(":", 1)[0]
+        print(f"partners on {phost}:{server.partner_port} (mutual TLS)", flush=True)
     while not done.wait(0.5):
         pass
     log.info("stopping: finishing in-flight calls")

@@ -6,6 +6,7 @@ no environment variables.
 
 from __future__ import annotations
 
+import ipaddress
 import pathlib
 import re
 from dataclasses import dataclass, field
@@ -45,6 +46,24 @@ class ServerConfig:
     grace_s: float = 10.0
     """On SIGTERM, how long in-flight calls may take to finish, seconds."""
     limits: ItineraryLimits = field(default_factory=ItineraryLimits)
+    tls_cert_path: pathlib.Path | None = None
+    """PEM certificate chain of the server; with ``tls_key_path`` the public listener uses TLS."""
+    tls_key_path: pathlib.Path | None = None
+    """PEM private key of the server certificate."""
+    insecure: bool = False
+    """Allow plaintext on a non-loopback address (never needed on 127.0.0.1 / ::1)."""
+    partner_listen: str | None = None
+    """HOST:PORT of the mutual-TLS partner listener; off when None."""
+    partner_ca_path: pathlib.Path | None = None
+    """PEM CA certificate(s) that sign partner client certificates."""
+    partners_path: pathlib.Path | None = None
+    """TOML file of partners (``server.partners``)."""
+    trust_store_path: pathlib.Path | None = None
+    """TOML trust store of other issuers whose verdicts VerifyVerdict accepts."""
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_path is not None and self.tls_key_path is not None
 
     def check(self) -> None:
         if not _ISSUER.fullmatch(self.issuer):
@@ -53,3 +72,29 @@ class ServerConfig:
             raise ConfigurationError("verdict_ttl_s: must be within 1 s and 24 h")
         if ":" not in self.listen:
             raise ConfigurationError("listen: must be HOST:PORT")
+        if (self.tls_cert_path is None) != (self.tls_key_path is None):
+            raise ConfigurationError("tls: give both the certificate and the key")
+        if not self.tls and not self.insecure and not is_loopback(self.listen):
+            raise ConfigurationError(
+                "listen: refusing plaintext on a non-loopback address; give a TLS "
+                "certificate and key, or --insecure"
+            )
+        if self.partner_listen is not None:
+            if ":" not in self.partner_listen:
+                raise ConfigurationError("partner_listen: must be HOST:PORT")
+            if not self.tls or self.partner_ca_path is None or self.partners_path is None:
+                raise ConfigurationError(
+                    "partner_listen: needs the server certificate and key, the partner CA "
+                    "and the partners file"
+                )
+
+
+def is_loopback(listen: str) -> bool:
+    """True for HOST:PORT on a loopback address (127.0.0.0/8, ::1, localhost)."""
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

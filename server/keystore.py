@@ -7,8 +7,12 @@ Layout of ``STATE_DIR``::
 
 On first start a key is generated and recorded; afterwards the same key is loaded. A key's
 ``not_before`` is its creation time rounded down to the verdict ``iat`` bucket, so the first
-verdict it signs is inside its window. The published JWKS lists every recorded key whose
-verdicts may still be valid. Signing goes through ``geo.keys.Signer``; an HSM backend would
+verdict it signs is inside its window. :meth:`VerdictKeyStore.rotate` (``staycheck keys
+rotate``) adds a new active key and ends the old key's window ``ROTATION_GRACE_S`` later
+(the time running servers take to notice); the published JWKS keeps every key whose
+verdicts may still be valid, so the old key drops out 24 h after its window ends. A running
+server notices the changed index file and signs with the new key from then on.
+Signing goes through ``geo.keys.Signer``; an HSM backend would
 replace :class:`Ed25519Signer` here and nowhere else.
 """
 
@@ -25,6 +29,8 @@ from server.fsutil import atomic_write, ensure_private_dir
 
 KEYS_DIR = "verdict-keys"
 INDEX_FILE = "verdict-keys.json"
+ROTATION_GRACE_S = 60
+"""After a rotation the old key may still sign this long (servers pick the change up)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class VerdictKeyStore:
         self._signers: dict[str, Ed25519Signer] = {}
         self._records: list[KeyRecord] = []
         self._active = ""
+        self._index_stat: tuple[int, int, int] | None = None
 
     @property
     def index_path(self) -> pathlib.Path:
@@ -57,17 +64,54 @@ class VerdictKeyStore:
             self._create(now=now)
 
     def _create(self, *, now: int) -> None:
+        self._add_key(now=now, records=[])
+
+    def _add_key(self, *, now: int, records: list[KeyRecord]) -> None:
         signer = Ed25519Signer.generate()
         kid = signer.kid.hex()
         atomic_write(self._dir / KEYS_DIR / f"{kid}.pem", signer.to_pem(), mode=0o600)
-        record = KeyRecord(kid, now - now % IAT_BUCKET_S)
-        index = {"active": kid, "keys": [record.__dict__]}
+        records = [*records, KeyRecord(kid, now - now % IAT_BUCKET_S)]
+        index = {"active": kid, "keys": [r.__dict__ for r in records]}
+        # The key file is in place before the index names it: readers never miss it.
         atomic_write(self.index_path, json.dumps(index, indent=2).encode(), mode=0o600)
-        self._signers = {kid: signer}
-        self._records = [record]
+        self._signers = {**self._signers, kid: signer}
+        self._records = records
         self._active = kid
+        self._index_stat = self._stat()
+
+    def rotate(self, *, now: int, grace_s: int = ROTATION_GRACE_S) -> str:
+        """Make a new active key; the old one signs no more after ``now + grace_s``.
+        Returns the new key id (hex)."""
+        self.load_or_create(now=now)
+        records = [
+            KeyRecord(r.kid, r.not_before, now + grace_s)
+            if r.kid == self._active and r.not_after is None
+            else r
+            for r in self._records
+        ]
+        self._add_key(now=now, records=records)
+        return self._active
+
+    @property
+    def active_kid(self) -> str:
+        return self._active
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.index_path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def reload_if_changed(self) -> bool:
+        """Reload when the index file changed (a rotation by another process)."""
+        if self._stat() == self._index_stat:
+            return False
+        self._load()
+        return True
 
     def _load(self) -> None:
+        self._index_stat = self._stat()
         try:
             index = json.loads(self.index_path.read_bytes())
             records = [KeyRecord(**r) for r in index["keys"]]

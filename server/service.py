@@ -1,8 +1,11 @@
-"""The ``staycheck.v1.ItineraryVerification`` servicer: it only translates.
+"""The gRPC servicers: they only translate.
 
-Each method turns protobuf into domain objects, calls the pure core (``geo.itinerary``,
-``geo.matching``, ``client.verdict``) and turns the result back. Nothing of a request is
-kept, logged or written: the stays live in local variables for the length of one call.
+:class:`VerdictCore` holds what answering needs (bundle manager, signer, issuer, limits,
+clock) and turns one itinerary message into one signed response, raising our own errors;
+``ItineraryVerificationServicer`` (public) and ``server.partner`` (partners) both use it.
+Nothing of a request is kept, logged or written: the stays live in local variables for the
+length of one call. How the match is computed stays behind ``geo.matching.evaluate``, so a
+private-set-intersection mode can later produce the same verdict through the same signer.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from client._pb import verification_pb2 as pb
 from client._pb import verification_pb2_grpc as pb_grpc
-from client.verdict import BINDING_LENGTH, MAX_TTL_S, issue_verdict
+from client.verdict import BINDING_LENGTH, MAX_TTL_S, TokenSigner, issue_verdict
 from geo.errors import InvalidInputError
 from geo.itinerary import ItineraryLimits, Stay, validate
 from geo.matching import evaluate
@@ -38,7 +41,9 @@ def stays_from_proto(itinerary: pb.Itinerary, *, limits: ItineraryLimits) -> lis
     return stays
 
 
-class ItineraryVerificationServicer(pb_grpc.ItineraryVerificationServicer):
+class VerdictCore:
+    """Itinerary message in, signed verdict response out."""
+
     def __init__(
         self,
         *,
@@ -49,33 +54,30 @@ class ItineraryVerificationServicer(pb_grpc.ItineraryVerificationServicer):
         limits: ItineraryLimits,
         verdict_ttl_s: int = MAX_TTL_S,
     ) -> None:
-        self._bundles = bundles
-        self._keys = keys
-        self._issuer = issuer
-        self._clock = clock
+        self.bundles = bundles
+        self.keys = keys
+        self.issuer = issuer
+        self.clock = clock
         self._limits = limits
         self._ttl_s = verdict_ttl_s
-        self._signer = keys.token_signer()
+        self._signer: TokenSigner = keys.token_signer()
 
-    def refresh_keys(self) -> None:
-        self._signer = self._keys.token_signer()
+    def refresh_signer(self) -> None:
+        """Sign with the key store's active key from now on (after a rotation)."""
+        self._signer = self.keys.token_signer()
 
-    @grpc_errors
-    def SubmitItinerary(
-        self, request: pb.SubmitItineraryRequest, context: grpc.ServicerContext
-    ) -> pb.SubmitItineraryResponse:
-        now = self._clock()
-        bundle = self._bundles.bundle_for(now)
-        binding = request.subject_binding
+    def submit(self, itinerary: pb.Itinerary, binding: bytes) -> pb.SubmitItineraryResponse:
+        now = self.clock()
+        bundle = self.bundles.bundle_for(now)
         if binding and len(binding) != BINDING_LENGTH:
             raise InvalidInputError("subject_binding", f"must be empty or {BINDING_LENGTH} bytes")
-        stays = stays_from_proto(request.itinerary, limits=self._limits)
+        stays = stays_from_proto(itinerary, limits=self._limits)
         validate(stays, now=now, limits=self._limits)
         status = evaluate(stays, bundle, now=now)
         verdict = issue_verdict(
             status,
             now=now,
-            issuer=self._issuer,
+            issuer=self.issuer,
             riskset_version=bundle.version,
             bundle_expires_at=bundle.expires_at,
             binding=binding,
@@ -89,24 +91,35 @@ class ItineraryVerificationServicer(pb_grpc.ItineraryVerificationServicer):
             riskset_version=verdict.riskset_version,
         )
 
+
+class ItineraryVerificationServicer(pb_grpc.ItineraryVerificationServicer):
+    def __init__(self, core: VerdictCore) -> None:
+        self._core = core
+
+    @grpc_errors
+    def SubmitItinerary(
+        self, request: pb.SubmitItineraryRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitItineraryResponse:
+        return self._core.submit(request.itinerary, request.subject_binding)
+
     @grpc_errors
     def GetVerdictKeys(
         self, request: pb.GetVerdictKeysRequest, context: grpc.ServicerContext
     ) -> pb.GetVerdictKeysResponse:
-        keys = self._keys.key_set(now=self._clock())
-        return pb.GetVerdictKeysResponse(issuer=self._issuer, jwks_json=keys.to_json())
+        keys = self._core.keys.key_set(now=self._core.clock())
+        return pb.GetVerdictKeysResponse(issuer=self._core.issuer, jwks_json=keys.to_json())
 
     @grpc_errors
     def GetRiskAreaStatus(
         self, request: pb.GetRiskAreaStatusRequest, context: grpc.ServicerContext
     ) -> pb.GetRiskAreaStatusResponse:
-        now = self._clock()
-        bundle = self._bundles.current
+        bundles = self._core.bundles
+        bundle = bundles.current
         if bundle is None:
             return pb.GetRiskAreaStatusResponse(serving=False)
         policy = bundle.policy
         return pb.GetRiskAreaStatusResponse(
-            serving=self._bundles.serving(now),
+            serving=bundles.serving(self._core.clock()),
             version=bundle.version,
             issued_at=Timestamp(seconds=bundle.issued_at),
             expires_at=Timestamp(seconds=bundle.expires_at),

@@ -1,0 +1,85 @@
+"""The ``staycheck.v1.PartnerVerification`` servicer (partner listener only).
+
+``VerifyVerdict`` gives the offline verifier's result for a token of any issuer in the
+trust store (our own keys always included, rotations too). The streaming calls answer one
+response per request, in order; a bad item gets its own error and the stream goes on.
+Memory stays bounded: each handler pulls the next request only after its answer has been
+handed to gRPC, whose HTTP/2 flow control then holds the partner back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from client._pb import partner_pb2 as ppb
+from client._pb import partner_pb2_grpc as ppb_grpc
+from client._pb import verification_pb2 as pb
+from client.truststore import TrustStore
+from client.verdict import BINDING_LENGTH
+from client.verifier import reason, verify_token
+from geo.errors import Error, InvalidInputError, SignedDataError
+from server.errors import grpc_errors, status_for
+from server.service import VerdictCore
+
+
+class PartnerVerificationServicer(ppb_grpc.PartnerVerificationServicer):
+    def __init__(self, core: VerdictCore, trust: Callable[[], TrustStore]) -> None:
+        self._core = core
+        self._trust = trust
+
+    def _verify(self, request: ppb.VerifyVerdictRequest) -> ppb.VerifyVerdictResponse:
+        binding = request.subject_binding
+        if binding and len(binding) != BINDING_LENGTH:
+            raise InvalidInputError("subject_binding", f"must be empty or {BINDING_LENGTH} bytes")
+        try:
+            verdict = verify_token(
+                request.token,
+                self._trust(),
+                now=self._core.clock(),
+                subject_binding=binding or None,
+                min_riskset_version=request.min_riskset_version or None,
+            )
+        except SignedDataError as e:
+            return ppb.VerifyVerdictResponse(valid=False, reason=reason(e))
+        return ppb.VerifyVerdictResponse(
+            valid=True,
+            status=pb.VerdictStatus.ValueType(verdict.status),
+            issuer=verdict.issuer,
+            issued_at=Timestamp(seconds=verdict.issued_at),
+            expires_at=Timestamp(seconds=verdict.expires_at),
+            riskset_version=verdict.riskset_version,
+        )
+
+    @grpc_errors
+    def VerifyVerdict(
+        self, request: ppb.VerifyVerdictRequest, context: grpc.ServicerContext
+    ) -> ppb.VerifyVerdictResponse:
+        return self._verify(request)
+
+    def VerifyVerdicts(
+        self, requests: Iterator[ppb.VerifyVerdictsRequest], context: grpc.ServicerContext
+    ) -> Iterator[ppb.VerifyVerdictsResponse]:
+        for i, request in enumerate(requests):
+            try:
+                result = self._verify(request.verdict)
+            except Error as e:
+                _, details = status_for(e)
+                result = ppb.VerifyVerdictResponse(valid=False, reason=details)
+            yield ppb.VerifyVerdictsResponse(index=i, result=result)
+
+    def SubmitItineraries(
+        self, requests: Iterator[ppb.SubmitItinerariesRequest], context: grpc.ServicerContext
+    ) -> Iterator[ppb.SubmitItinerariesResponse]:
+        for i, request in enumerate(requests):
+            try:
+                verdict = self._core.submit(request.itinerary, request.subject_binding)
+            except Exception as e:  # each item's own error; status_for never echoes values
+                code, details = status_for(e)
+                yield ppb.SubmitItinerariesResponse(
+                    index=i, error=ppb.ItemError(code=code.name, message=details)
+                )
+                continue
+            yield ppb.SubmitItinerariesResponse(index=i, verdict=verdict)

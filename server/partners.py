@@ -1,0 +1,206 @@
+"""Partner provinces on the mutual-TLS listener: who they are, what they may call, how much.
+
+The partners file (TOML)::
+
+    [[partner]]
+    id = "tianjin"
+    province = "120000"
+    identity = "tianjin.partner.staycheck.test"   # a DNS name in the client cert's SAN
+    methods = ["VerifyVerdict", "VerifyVerdicts", "SubmitItineraries"]
+    requests_per_second = 200                      # sustained budget
+    burst = 400                                    # bucket size (default: one second's worth)
+
+The TLS layer has already refused callers without a certificate from the partner CA (the
+handshake fails, no handler runs). :class:`PartnerAuthInterceptor` then maps the
+certificate's subject alternative names to a partner: a certificate that names no partner,
+or a method the partner lacks, gets PERMISSION_DENIED; a unary call over budget gets
+RESOURCE_EXHAUSTED; the items of a stream are paced to the budget (the stream slows down;
+it fails with RESOURCE_EXHAUSTED only if an item waits longer than ``max_wait_s``).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from geo.errors import ConfigurationError
+
+PARTNER_SERVICE = "staycheck.v1.PartnerVerification"
+PARTNER_METHODS = frozenset({"VerifyVerdict", "VerifyVerdicts", "SubmitItineraries"})
+
+
+@dataclass(frozen=True)
+class Partner:
+    id: str
+    province: str
+    identity: str
+    methods: frozenset[str]
+    requests_per_second: float
+    burst: float
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved; thread-safe."""
+
+    def __init__(self, rate: float, burst: float, *, clock: Callable[[], float]) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._clock = clock
+        self._tokens = burst
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+
+    def take(self) -> bool:
+        """Take a token if one is there."""
+        with self._lock:
+            self._refill()
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return True
+            return False
+
+    def wait_time(self) -> float:
+        """Seconds until a token will be there (0 if one is)."""
+        with self._lock:
+            self._refill()
+            return max(0.0, (1 - self._tokens) / self._rate)
+
+
+def load_partners(path: pathlib.Path) -> dict[str, Partner]:
+    """Partners by identity."""
+    try:
+        doc = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigurationError(f"partners file {path}: unreadable or not TOML") from e
+    entries = doc.get("partner", [])
+    if not isinstance(entries, list):
+        raise ConfigurationError("partners file: [[partner]] must be an array of tables")
+    partners: dict[str, Partner] = {}
+    for i, entry in enumerate(entries):
+        partner = _partner(i, entry)
+        if partner.identity in partners:
+            raise ConfigurationError(f"partners file: partner[{i}].identity: listed twice")
+        partners[partner.identity] = partner
+    return partners
+
+
+def _partner(i: int, entry: Any) -> Partner:
+    where = f"partners file: partner[{i}]"
+    if not isinstance(entry, Mapping):
+        raise ConfigurationError(f"{where}: must be a table")
+    for name in ("id", "province", "identity"):
+        if not isinstance(entry.get(name), str) or not entry[name]:
+            raise ConfigurationError(f"{where}.{name}: required text")
+    methods = entry.get("methods", [])
+    if not isinstance(methods, list) or not set(methods) <= PARTNER_METHODS:
+        raise ConfigurationError(f"{where}.methods: a list of {sorted(PARTNER_METHODS)}")
+    rate = entry.get("requests_per_second")
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or not rate > 0:
+        raise ConfigurationError(f"{where}.requests_per_second: a positive number")
+    burst = entry.get("burst", max(1.0, float(rate)))
+    if not isinstance(burst, int | float) or isinstance(burst, bool) or not burst >= 1:
+        raise ConfigurationError(f"{where}.burst: a number of at least 1")
+    return Partner(
+        entry["id"], entry["province"], entry["identity"], frozenset(methods), rate, burst
+    )
+
+
+class PartnerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """Authorizes partner calls by certificate identity and meters them."""
+
+    def __init__(
+        self,
+        partners: Mapping[str, Partner],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        max_wait_s: float = 5.0,
+    ) -> None:
+        self._partners = dict(partners)
+        self._buckets = {
+            identity: TokenBucket(p.requests_per_second, p.burst, clock=clock)
+            for identity, p in self._partners.items()
+        }
+        self._sleep = sleep
+        self._max_wait_s = max_wait_s
+
+    def _authorize(self, context: grpc.ServicerContext, method: str) -> str:
+        auth: Any = context.auth_context()
+        names: list[bytes] = list(auth.get("x509_subject_alternative_name", []))
+        for raw in names:
+            identity = bytes(raw).decode("utf-8", "replace")
+            partner = self._partners.get(identity)
+            if partner is None:
+                continue
+            if method not in partner.methods:
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, f"partner may not call {method}")
+            return identity
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, "certificate names no known partner")
+        raise AssertionError("unreachable")  # abort raises
+
+    def _paced(
+        self, requests: Iterator[Any], identity: str, context: grpc.ServicerContext
+    ) -> Iterator[Any]:
+        bucket = self._buckets[identity]
+        for request in requests:
+            waited = 0.0
+            while not bucket.take():
+                delay = bucket.wait_time()
+                if waited + delay > self._max_wait_s:
+                    context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED, "partner request budget exceeded"
+                    )
+                self._sleep(delay)
+                waited += delay
+            yield request
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = continuation(details)
+        service, _, method = str(details.method).lstrip("/").partition("/")
+        if handler is None or service != PARTNER_SERVICE:
+            return handler
+        if handler.unary_unary is not None:
+            behavior = handler.unary_unary
+
+            def unary(request: Any, context: grpc.ServicerContext) -> Any:
+                identity = self._authorize(context, method)
+                if not self._buckets[identity].take():
+                    context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED, "partner request budget exceeded"
+                    )
+                return behavior(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            stream_behavior = handler.stream_stream
+
+            def stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+                identity = self._authorize(context, method)
+                return stream_behavior(self._paced(requests, identity, context), context)
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
