@@ -194,12 +194,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+
+    def path(value: str | None) -> pathlib.Path | None:
+        return None if value is None else pathlib.Path(value)
+
     config = ServerConfig(
         listen=args.listen,
         bundle_path=pathlib.Path(args.bundle),
         authority_key_path=pathlib.Path(args.authority_key),
         state_dir=pathlib.Path(args.state_dir),
         issuer=args.issuer,
+        tls_cert_path=path(args.tls_cert),
+        tls_key_path=path(args.tls_key),
+        insecure=args.insecure,
+        partner_listen=args.partner_listen,
+        partner_ca_path=path(args.partner_ca),
+        partners_path=path(args.partners),
+        trust_store_path=path(args.trust_store),
     )
     return run(config)
 
@@ -207,10 +218,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # --- traveller and verifier ---------------------------------------------------------------
 
 
-def _client(server: str) -> Any:
-    from client.client import StayCheckClient
+def _client(server: str, ca: str | None = None) -> Any:
+    from client.client import StayCheckClient, tls_credentials
 
-    return StayCheckClient(server)
+    credentials = None if ca is None else tls_credentials(ca=_read(ca, "ca"))
+    return StayCheckClient(server, credentials=credentials)
+
+
+def _partner_client(args: argparse.Namespace) -> Any:
+    from client.client import PartnerClient, tls_credentials
+
+    credentials = tls_credentials(
+        ca=_read(args.ca, "ca"), cert=_read(args.cert, "cert"), key=_read(args.key, "key")
+    )
+    return PartnerClient(args.server, credentials=credentials)
 
 
 def _rpc_failed(e: Any) -> NoReturn:
@@ -247,7 +268,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             binding = compute_binding(args.subject_id, salt)
         except ValueError as e:
             _fail(f"submit: --subject-id: {e}")
-    with _client(args.server) as c:
+    with _client(args.server, args.ca) as c:
         try:
             response = c.submit(itinerary, subject_binding=binding)
         except grpc.RpcError as e:
@@ -270,7 +291,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     import grpc
 
-    with _client(args.server) as c:
+    if args.server is None:
+        _fail("keys: --server is required (or use `staycheck keys rotate`)")
+    with _client(args.server, args.ca) as c:
         try:
             text = c.verdict_keys_json()
         except grpc.RpcError as e:
@@ -281,15 +304,20 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from client.binding import SALT_LENGTH, compute_binding
+    from client.truststore import TrustStore
     from client.verifier import reason, verify_token
     from geo.errors import ConfigurationError
     from geo.keys import KeySet, VerdictKeySet
 
     token = sys.stdin.read().strip() if args.token == "-" else args.token  # noqa: S105
+    trusted: Any
     try:
-        keys = VerdictKeySet(KeySet.from_jwks(_read(args.keys, "keys")))
+        if args.trust_store is not None:
+            trusted = TrustStore.load(pathlib.Path(args.trust_store))
+        else:
+            trusted = VerdictKeySet(KeySet.from_jwks(_read(args.keys, "keys")))
     except ConfigurationError as e:
-        _fail(f"verify: --keys: {e}")
+        _fail(f"verify: {e}")
     binding = None
     if (args.subject_id is None) != (args.salt is None):
         _fail("verify: --subject-id and --salt go together")
@@ -304,7 +332,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         verdict = verify_token(
             token,
-            keys,
+            trusted,
             now=_now(),
             subject_binding=binding,
             min_riskset_version=args.min_riskset_version,
@@ -323,6 +351,126 @@ def cmd_verify(args: argparse.Namespace) -> int:
             "bound": bool(verdict.binding),
         }
     )
+    return EXIT_OK
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    from server.keystore import ROTATION_GRACE_S, VerdictKeyStore
+
+    store = VerdictKeyStore(pathlib.Path(args.state_dir), issuer="")
+    kid = store.rotate(now=_now())
+    print(
+        f"new verdict key {kid} signs from now on; the old key stops signing within "
+        f"{ROTATION_GRACE_S} s and stays published until its verdicts have expired"
+    )
+    return EXIT_OK
+
+
+def cmd_verify_online(args: argparse.Namespace) -> int:
+    import grpc
+
+    from geo.matching import Status
+
+    token = sys.stdin.read().strip() if args.token == "-" else args.token  # noqa: S105
+    with _partner_client(args) as c:
+        try:
+            r = c.verify_verdict(token, min_riskset_version=args.min_riskset_version or 0)
+        except grpc.RpcError as e:
+            _rpc_failed(e)
+    if not r.valid:
+        print(f"refused: {r.reason}", file=sys.stderr)
+        return EXIT_REFUSED
+    status = Status(r.status)
+    _print_json(
+        {
+            "status": status.name,
+            "label": status.label_zh,
+            "issuer": r.issuer,
+            "issued_at": _rfc3339(r.issued_at.seconds),
+            "expires_at": _rfc3339(r.expires_at.seconds),
+            "riskset_version": r.riskset_version,
+        }
+    )
+    return EXIT_OK
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    """One itinerary per line in, one JSON result per line out, in order. A line that is
+    not an itinerary gets its own error here and is not sent."""
+    import grpc
+
+    from geo.matching import Status
+
+    try:
+        lines = open(args.itineraries, "rb")  # noqa: SIM115 (closed below)
+    except OSError as e:
+        _fail(f"batch: cannot read {args.itineraries} ({e.strerror})")
+    local_errors: dict[int, str] = {}
+    sent: list[int] = []
+
+    def itineraries() -> Any:
+        for n, line in enumerate(lines):
+            if not line.strip():
+                local_errors[n] = "empty line"
+                continue
+            try:
+                itinerary = load_itinerary(line)
+            except ValueError as e:
+                local_errors[n] = str(e)
+                continue
+            sent.append(n)
+            yield itinerary
+
+    def emit(obj: dict[str, Any]) -> None:
+        print(json.dumps(obj, ensure_ascii=False), flush=False)
+
+    next_line = 0
+
+    def flush_local(upto: int) -> None:
+        nonlocal next_line
+        while next_line < upto:
+            if next_line in local_errors:
+                emit(
+                    {
+                        "line": next_line + 1,
+                        "error": {"code": "INVALID_ARGUMENT", "message": local_errors[next_line]},
+                    }
+                )
+            next_line += 1
+
+    failures = 0
+    with lines, _partner_client(args) as c:
+        try:
+            for r in c.submit_itineraries(itineraries()):
+                line_no = sent[r.index]
+                flush_local(line_no)
+                next_line = line_no + 1
+                if r.HasField("verdict"):
+                    status = Status(r.verdict.status)
+                    emit({"line": line_no + 1, "status": status.name, "token": r.verdict.token})
+                else:
+                    failures += 1
+                    emit(
+                        {
+                            "line": line_no + 1,
+                            "error": {"code": r.error.code, "message": r.error.message},
+                        }
+                    )
+        except grpc.RpcError as e:
+            _rpc_failed(e)
+        flush_local(max(local_errors, default=-1) + 1)
+    sys.stdout.flush()
+    failures += len(local_errors)
+    print(f"batch: {len(sent) + len(local_errors)} lines, {failures} errors", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_certs_demo(args: argparse.Namespace) -> int:
+    from client.certs import write_demo
+
+    out = pathlib.Path(args.out)
+    for path in write_demo(out):
+        print(path)
     return EXIT_OK
 
 
@@ -375,6 +523,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--authority-key", required=True, metavar="PUBLIC")
     p.add_argument("--state-dir", required=True, metavar="DIR", help="verdict keys, version floor")
     p.add_argument("--issuer", required=True, metavar="CODE", help="province code, e.g. 110000")
+    p.add_argument("--tls-cert", metavar="PEM", help="server certificate: TLS on --listen")
+    p.add_argument("--tls-key", metavar="PEM", help="server certificate's private key")
+    p.add_argument(
+        "--insecure", action="store_true", help="allow plaintext on a non-loopback address"
+    )
+    p.add_argument("--partner-listen", metavar="HOST:PORT", help="mutual-TLS partner listener")
+    p.add_argument("--partner-ca", metavar="PEM", help="CA that signs partner certificates")
+    p.add_argument("--partners", metavar="TOML", help="partners file: identities, methods, budget")
+    p.add_argument("--trust-store", metavar="TOML", help="other issuers VerifyVerdict accepts")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
 
@@ -384,19 +541,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--subject-id", metavar="ID", help="bind the verdict to this ID (hashed here, never sent)"
     )
+    p.add_argument("--ca", metavar="PEM", help="use TLS, trusting this CA")
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("keys", help="print the server's verdict keys (JWKS)")
-    p.add_argument("--server", required=True, metavar="HOST:PORT")
+    p = sub.add_parser("keys", help="print the server's verdict keys (JWKS); rotate them")
+    p.add_argument("--server", metavar="HOST:PORT")
+    p.add_argument("--ca", metavar="PEM", help="use TLS, trusting this CA")
     p.set_defaults(func=cmd_keys)
+    ksub = p.add_subparsers(dest="keys_command", metavar="COMMAND")
+    r = ksub.add_parser("rotate", help="make a new verdict key; running servers pick it up")
+    r.add_argument("--state-dir", required=True, metavar="DIR")
+    r.set_defaults(func=cmd_rotate)
 
     p = sub.add_parser("verify", help="verify a verdict token offline")
     p.add_argument("token", metavar="TOKEN", help="SC1:... or - to read stdin")
-    p.add_argument("--keys", required=True, metavar="JWKS.json")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--keys", metavar="JWKS.json", help="one issuer's keys")
+    which.add_argument("--trust-store", metavar="TOML", help="several issuers (federation)")
     p.add_argument("--subject-id", metavar="ID")
     p.add_argument("--salt", metavar="HEX")
     p.add_argument("--min-riskset-version", type=int, metavar="N")
     p.set_defaults(func=cmd_verify)
+
+    def partner_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--server", required=True, metavar="HOST:PORT", help="partner listener")
+        p.add_argument("--cert", required=True, metavar="PEM", help="partner certificate")
+        p.add_argument("--key", required=True, metavar="PEM", help="its private key")
+        p.add_argument("--ca", required=True, metavar="PEM", help="CA of the server certificate")
+
+    p = sub.add_parser("verify-online", help="partners: verify a token through the server")
+    p.add_argument("token", metavar="TOKEN", help="SC1:... or - to read stdin")
+    partner_flags(p)
+    p.add_argument("--min-riskset-version", type=int, metavar="N")
+    p.set_defaults(func=cmd_verify_online)
+
+    p = sub.add_parser("batch", help="partners: submit itineraries in bulk (JSON lines)")
+    partner_flags(p)
+    p.add_argument("--itineraries", required=True, metavar="FILE.jsonl", help="one per line")
+    p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("certs", help="throwaway certificates for demos and tests")
+    csub = p.add_subparsers(dest="certs_command", required=True, metavar="COMMAND")
+    c = csub.add_parser("demo", help="a CA, a server and two partner certificates")
+    c.add_argument("--out", required=True, metavar="DIR")
+    c.set_defaults(func=cmd_certs_demo)
 
     p = sub.add_parser("demo", help="the whole story on embedded sample data")
     p.set_defaults(func=cmd_demo)

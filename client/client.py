@@ -8,11 +8,14 @@ state). Channel credentials are the caller's choice (plaintext for loopback, TLS
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
 import grpc
 
+from client._pb import partner_pb2 as ppb
+from client._pb import partner_pb2_grpc as ppb_grpc
 from client._pb import verification_pb2 as pb
 from client._pb import verification_pb2_grpc as pb_grpc
 from geo.keys import KeySet, VerdictKeySet
@@ -87,4 +90,74 @@ class StayCheckClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.close()
+
+
+def tls_credentials(
+    *, ca: bytes, cert: bytes | None = None, key: bytes | None = None
+) -> grpc.ChannelCredentials:
+    """TLS trusting ``ca``; with ``cert`` and ``key``, also a client certificate (mutual TLS)."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
+
+
+class PartnerClient:
+    """A partner province's client for ``staycheck.v1.PartnerVerification`` (mutual TLS)."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        credentials: grpc.ChannelCredentials,
+        timeout_s: float = 30.0,
+        options: list[tuple[str, Any]] | None = None,
+    ) -> None:
+        self._channel = grpc.secure_channel(target, credentials, options=options or [])
+        self._stub = ppb_grpc.PartnerVerificationStub(self._channel)
+        self._timeout_s = timeout_s
+
+    def verify_verdict(
+        self, token: str, *, subject_binding: bytes = b"", min_riskset_version: int = 0
+    ) -> ppb.VerifyVerdictResponse:
+        response: ppb.VerifyVerdictResponse = self._stub.VerifyVerdict(
+            ppb.VerifyVerdictRequest(
+                token=token,
+                subject_binding=subject_binding,
+                min_riskset_version=min_riskset_version,
+            ),
+            timeout=self._timeout_s,
+        )
+        return response
+
+    def verify_verdicts(
+        self, tokens: Iterable[str], *, timeout_s: float | None = None
+    ) -> Iterator[ppb.VerifyVerdictsResponse]:
+        requests = (
+            ppb.VerifyVerdictsRequest(verdict=ppb.VerifyVerdictRequest(token=t)) for t in tokens
+        )
+        return iter(self._stub.VerifyVerdicts(requests, timeout=timeout_s))
+
+    def submit_itineraries(
+        self,
+        itineraries: Iterable[pb.Itinerary | tuple[pb.Itinerary, bytes]],
+        *,
+        timeout_s: float | None = None,
+    ) -> Iterator[ppb.SubmitItinerariesResponse]:
+        """One response per itinerary, in order (``index`` says which); lazily streamed."""
+
+        def requests() -> Iterator[ppb.SubmitItinerariesRequest]:
+            for item in itineraries:
+                itinerary, binding = item if isinstance(item, tuple) else (item, b"")
+                yield ppb.SubmitItinerariesRequest(itinerary=itinerary, subject_binding=binding)
+
+        return iter(self._stub.SubmitItineraries(requests(), timeout=timeout_s))
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> PartnerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.close()
