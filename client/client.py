@@ -23,7 +23,10 @@ from geo.keys import KeySet, VerdictKeySet
 _RETRY_POLICY = {
     "methodConfig": [
         {
-            "name": [{"service": "staycheck.v1.ItineraryVerification"}],
+            "name": [
+                {"service": "staycheck.v1.ItineraryVerification"},
+                {"service": "staycheck.v1.PartnerVerification", "method": "VerifyVerdict"},
+            ],
             "waitForReady": True,
             "retryPolicy": {
                 "maxAttempts": 5,
@@ -113,7 +116,8 @@ class PartnerClient:
         timeout_s: float = 30.0,
         options: list[tuple[str, Any]] | None = None,
     ) -> None:
-        self._channel = grpc.secure_channel(target, credentials, options=options or [])
+        opts = [("grpc.service_config", json.dumps(_RETRY_POLICY)), *(options or [])]
+        self._channel = grpc.secure_channel(target, credentials, options=opts)
         self._stub = ppb_grpc.PartnerVerificationStub(self._channel)
         self._timeout_s = timeout_s
 
@@ -136,7 +140,7 @@ class PartnerClient:
         requests = (
             ppb.VerifyVerdictsRequest(verdict=ppb.VerifyVerdictRequest(token=t)) for t in tokens
         )
-        return iter(self._stub.VerifyVerdicts(requests, timeout=timeout_s))
+        return iter(self._stub.VerifyVerdicts(requests, timeout=timeout_s, wait_for_ready=True))
 
     def submit_itineraries(
         self,
@@ -151,7 +155,9 @@ class PartnerClient:
                 itinerary, binding = item if isinstance(item, tuple) else (item, b"")
                 yield ppb.SubmitItinerariesRequest(itinerary=itinerary, subject_binding=binding)
 
-        return iter(self._stub.SubmitItineraries(requests(), timeout=timeout_s))
+        return iter(
+            self._stub.SubmitItineraries(requests(), timeout=timeout_s, wait_for_ready=True)
+        )
 
     def close(self) -> None:
         self._channel.close()

@@ -1,0 +1,59 @@
+"""The README's shell examples work as written: both blocks run, in order, with bash."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```sh\n(.*?)```", text, flags=re.S)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_readme_examples_run_as_written(tmp_path):
+    blocks = [b for b in _blocks() if "staycheck authority keygen" in b or "certs demo" in b]
+    assert len(blocks) == 2, "the example and the partner flow"
+    # Never leave a server behind, even when a command fails midway.
+    script = "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n" + "\n".join(blocks)
+    # Run in a folder of this test's own, on free ports; everything else as written.
+    script = script.replace("/tmp/staycheck-example", str(tmp_path / "example"))
+    script = script.replace("50051", str(_free_port())).replace("50052", str(_free_port()))
+    env = {
+        **os.environ,
+        "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    folder = tmp_path / "example"
+    verdict = (folder / "verdict.json").read_text()
+    assert '"status": "REVIEW_REQUIRED"' in verdict
+    # verify printed the verdict with its issuer.
+    assert '"issuer": "110000"' in result.stdout
+    lines = (folder / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+    assert '"REVIEW_REQUIRED"' in lines[0] and '"NO_ABNORMALITY"' in lines[1]
+    assert "stays[0].departure: must be after arrival" in lines[2]
