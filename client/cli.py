@@ -183,36 +183,45 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 # --- server -----------------------------------------------------------------------------
 
 
+SERVE_FLAGS = (
+    "listen", "bundle", "authority_key", "state_dir", "issuer", "tls_cert", "tls_key",
+    "insecure", "partner_listen", "partner_ca", "partners", "trust_store", "metrics_listen",
+    "access_log", "log_level", "log_format", "workers",
+)  # fmt: skip
+
+
+def _server_config(args: argparse.Namespace, config_file: str | None) -> Any:
+    """Flags > STAYCHECK_* environment > config file > defaults (read here, in the entry
+    point, and nowhere else)."""
+    import tomllib
+
+    from server.config import build_config
+
+    file = None
+    if config_file is not None:
+        try:
+            file = tomllib.loads(_read(config_file, "config").decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+            _fail(f"config: {config_file} is not valid TOML")
+    flags = {name: getattr(args, name, None) for name in SERVE_FLAGS}
+    return build_config(file=file, env=os.environ, flags=flags)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    import logging
-
+    from server import logs
     from server.app import run
-    from server.config import ServerConfig
 
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-
-    def path(value: str | None) -> pathlib.Path | None:
-        return None if value is None else pathlib.Path(value)
-
-    config = ServerConfig(
-        listen=args.listen,
-        bundle_path=pathlib.Path(args.bundle),
-        authority_key_path=pathlib.Path(args.authority_key),
-        state_dir=pathlib.Path(args.state_dir),
-        issuer=args.issuer,
-        tls_cert_path=path(args.tls_cert),
-        tls_key_path=path(args.tls_key),
-        insecure=args.insecure,
-        partner_listen=args.partner_listen,
-        partner_ca_path=path(args.partner_ca),
-        partners_path=path(args.partners),
-        trust_store_path=path(args.trust_store),
-    )
+    config = _server_config(args, args.config)
+    logs.setup(config.log_level, config.log_format)
     return run(config)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from server.config import effective
+
+    config = _server_config(argparse.Namespace(), args.file)
+    _print_json(effective(config))
+    return EXIT_OK
 
 
 # --- traveller and verifier ---------------------------------------------------------------
@@ -517,12 +526,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--authority-key", required=True, metavar="PUBLIC")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("serve", help="run the gRPC server")
-    p.add_argument("--listen", required=True, metavar="HOST:PORT", help="port 0: any free port")
-    p.add_argument("--bundle", required=True, metavar="BUNDLE", help="watched; SIGHUP reloads")
-    p.add_argument("--authority-key", required=True, metavar="PUBLIC")
-    p.add_argument("--state-dir", required=True, metavar="DIR", help="verdict keys, version floor")
-    p.add_argument("--issuer", required=True, metavar="CODE", help="province code, e.g. 110000")
+    p = sub.add_parser(
+        "serve",
+        help="run the gRPC server",
+        description="Run the server. Every flag can also come from --config FILE (TOML, the "
+        "same names with underscores) or STAYCHECK_<NAME> environment variables; flags win, "
+        "then the environment, then the file.",
+    )
+    p.add_argument("--config", metavar="TOML", help="configuration file")
+    p.add_argument("--listen", metavar="HOST:PORT", help="public listener; port 0: any free")
+    p.add_argument("--bundle", metavar="BUNDLE", help="signed bundle, watched; SIGHUP reloads")
+    p.add_argument("--authority-key", metavar="PUBLIC", help="authority public key (PEM)")
+    p.add_argument("--state-dir", metavar="DIR", help="verdict keys, bundle version floor")
+    p.add_argument("--issuer", metavar="CODE", help="province code, e.g. 110000")
     p.add_argument("--tls-cert", metavar="PEM", help="server certificate: TLS on --listen")
     p.add_argument("--tls-key", metavar="PEM", help="server certificate's private key")
     p.add_argument(
@@ -532,7 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partner-ca", metavar="PEM", help="CA that signs partner certificates")
     p.add_argument("--partners", metavar="TOML", help="partners file: identities, methods, budget")
     p.add_argument("--trust-store", metavar="TOML", help="other issuers VerifyVerdict accepts")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--metrics-listen", metavar="HOST:PORT", help="Prometheus endpoint (off)")
+    p.add_argument("--access-log", action="store_true", help="one log line per call (no body)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["json", "text", "auto"])
+    p.add_argument("--workers", type=int, metavar="N", help="processes sharing the port")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("submit", help="submit an itinerary, print the verdict")
@@ -579,6 +599,14 @@ def build_parser() -> argparse.ArgumentParser:
     partner_flags(p)
     p.add_argument("--itineraries", required=True, metavar="FILE.jsonl", help="one per line")
     p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("config", help="server configuration tools")
+    cfg = p.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    c = cfg.add_parser(
+        "check", help="validate a configuration file (with the environment) and print it"
+    )
+    c.add_argument("file", metavar="FILE")
+    c.set_defaults(func=cmd_config_check)
 
     p = sub.add_parser("certs", help="throwaway certificates for demos and tests")
     csub = p.add_subparsers(dest="certs_command", required=True, metavar="COMMAND")

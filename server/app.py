@@ -42,6 +42,7 @@ from geo.keys import AuthorityKeySet, KeySet, PublicKey
 from server.bundles import BundleManager, ReloadResult
 from server.config import ServerConfig
 from server.keystore import VerdictKeyStore
+from server.metrics import Metrics, ObservingInterceptor
 from server.partner import PartnerVerificationServicer
 from server.partners import PartnerAuthInterceptor, load_partners
 from server.service import ItineraryVerificationServicer, VerdictCore
@@ -93,6 +94,13 @@ class StayCheckServer:
             max_size=config.max_bundle_bytes,
             on_change=self._update_health,
         )
+        self.metrics: Metrics | None = None
+        if config.metrics_listen is not None:
+            self.metrics = Metrics()
+            self.metrics.add_state(self._state_gauges)
+        interceptors: list[Any] = []
+        if self.metrics is not None or config.access_log:
+            interceptors.append(ObservingInterceptor(self.metrics, access=config.access_log))
         self.core = VerdictCore(
             bundles=self.bundles,
             keys=self.keys,
@@ -100,6 +108,7 @@ class StayCheckServer:
             clock=clock,
             limits=config.limits,
             verdict_ttl_s=config.verdict_ttl_s,
+            on_verdict=self.metrics.observe_verdict if self.metrics is not None else None,
         )
         options = [
             ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -108,6 +117,7 @@ class StayCheckServer:
         ]
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
+            interceptors=interceptors,
             options=options,
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
@@ -128,7 +138,7 @@ class StayCheckServer:
                 futures.ThreadPoolExecutor(
                     max_workers=config.max_workers, thread_name_prefix="partner"
                 ),
-                interceptors=[interceptor],
+                interceptors=[*interceptors, interceptor],
                 options=options,
                 maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             )
@@ -141,6 +151,19 @@ class StayCheckServer:
         self._watcher = threading.Thread(target=self._watch, name="watcher", daemon=True)
         self.port = 0
         self.partner_port = 0
+        self.metrics_port = 0
+
+    def _state_gauges(self) -> dict[str, float]:
+        now = self._clock()
+        values = {"staycheck_bundle_serving": float(self.bundles.serving(now))}
+        bundle = self.bundles.current
+        values["staycheck_bundle_version"] = float(bundle.version if bundle else 0)
+        if bundle is not None:
+            values["staycheck_bundle_issued_timestamp_seconds"] = float(bundle.issued_at)
+            values["staycheck_bundle_expiry_timestamp_seconds"] = float(bundle.expires_at)
+            values["staycheck_bundle_age_seconds"] = float(now - bundle.issued_at)
+        values["staycheck_verdict_key_age_seconds"] = float(now - self.keys.active_not_before)
+        return values
 
     def _build_trust(self) -> TrustStore:
         own = Issuer(self.config.issuer, "self", self.keys.key_set(now=self._clock()))
@@ -193,6 +216,12 @@ class StayCheckServer:
             )
         self.bundles.reload()
         self._update_health()
+        if self.metrics is not None:
+            assert self.config.metrics_listen is not None
+            try:
+                self.metrics_port = self.metrics.serve(self.config.metrics_listen)
+            except OSError as e:
+                raise ConfigurationError(f"metrics_listen: cannot bind ({e.strerror})") from e
         self._server.start()
         if self._partner_server is not None:
             self._partner_server.start()
@@ -246,6 +275,8 @@ class StayCheckServer:
             events.append(self._partner_server.stop(grace))
         for event in events:
             event.wait()
+        if self.metrics is not None:
+            self.metrics.close()
 
     def wait(self) -> None:
         self._server.wait_for_termination()
@@ -271,6 +302,9 @@ def run(config: ServerConfig) -> int:
     if config.partner_listen is not None:
         phost = config.partner_listen.rsplit(":", 1)[0]
         print(f"partners on {phost}:{server.partner_port} (mutual TLS)", flush=True)
+    if config.metrics_listen is not None:
+        mhost = config.metrics_listen.rsplit(":", 1)[0]
+        print(f"metrics on http://{mhost}:{server.metrics_port}/metrics", flush=True)
     while not done.wait(0.5):
         pass
     log.info("stopping: finishing in-flight calls")

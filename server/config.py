@@ -1,7 +1,9 @@
 """Server configuration: one dataclass with documented defaults and units.
 
-Built by the entry point (``staycheck serve``) from flags and passed in; library code reads
-no environment variables.
+Built by the entry point (``staycheck serve``) from, in increasing precedence, a TOML file
+(``--config``), environment variables ``STAYCHECK_<KEY>`` and command-line flags, with
+:func:`build_config`; library code reads no environment variables. Keys are the
+:data:`KEYS` below (``listen``, ``bundle``, ``state_dir``, ...), the same names as the flags.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import ipaddress
 import pathlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from client.verdict import MAX_TTL_S
 from geo.errors import ConfigurationError
@@ -60,6 +64,16 @@ class ServerConfig:
     """TOML file of partners (``server.partners``)."""
     trust_store_path: pathlib.Path | None = None
     """TOML trust store of other issuers whose verdicts VerifyVerdict accepts."""
+    metrics_listen: str | None = None
+    """HOST:PORT of the Prometheus endpoint; off when None."""
+    access_log: bool = False
+    """One log line per call (method, code, duration, random request id; never a body)."""
+    log_level: str = "info"
+    """debug, info, warning or error."""
+    log_format: str = "auto"
+    """json, text, or auto (text on a terminal, JSON otherwise)."""
+    workers: int = 1
+    """Processes sharing the port (SO_REUSEPORT), each with its own index."""
 
     @property
     def tls(self) -> bool:
@@ -79,6 +93,14 @@ class ServerConfig:
                 "listen: refusing plaintext on a non-loopback address; give a TLS "
                 "certificate and key, or --insecure"
             )
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigurationError("log_level: debug, info, warning or error")
+        if self.log_format not in ("json", "text", "auto"):
+            raise ConfigurationError("log_format: json, text or auto")
+        if not 1 <= self.workers <= 64:
+            raise ConfigurationError("workers: must be within 1-64")
+        if self.max_workers < 1 or self.max_concurrent_rpcs < 1 or self.max_message_bytes < 1024:
+            raise ConfigurationError("max_workers, max_concurrent_rpcs, max_message_bytes: too low")
         if self.partner_listen is not None:
             if ":" not in self.partner_listen:
                 raise ConfigurationError("partner_listen: must be HOST:PORT")
@@ -98,3 +120,109 @@ def is_loopback(listen: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# key -> (ServerConfig field, type); the same names as the command-line flags.
+KEYS: dict[str, tuple[str, type]] = {
+    "listen": ("listen", str),
+    "bundle": ("bundle_path", pathlib.Path),
+    "authority_key": ("authority_key_path", pathlib.Path),
+    "state_dir": ("state_dir", pathlib.Path),
+    "issuer": ("issuer", str),
+    "tls_cert": ("tls_cert_path", pathlib.Path),
+    "tls_key": ("tls_key_path", pathlib.Path),
+    "insecure": ("insecure", bool),
+    "partner_listen": ("partner_listen", str),
+    "partner_ca": ("partner_ca_path", pathlib.Path),
+    "partners": ("partners_path", pathlib.Path),
+    "trust_store": ("trust_store_path", pathlib.Path),
+    "metrics_listen": ("metrics_listen", str),
+    "access_log": ("access_log", bool),
+    "log_level": ("log_level", str),
+    "log_format": ("log_format", str),
+    "workers": ("workers", int),
+    "verdict_ttl_s": ("verdict_ttl_s", int),
+    "max_message_bytes": ("max_message_bytes", int),
+    "max_bundle_bytes": ("max_bundle_bytes", int),
+    "max_workers": ("max_workers", int),
+    "max_concurrent_rpcs": ("max_concurrent_rpcs", int),
+    "reload_interval_s": ("reload_interval_s", float),
+    "grace_s": ("grace_s", float),
+    "max_stays": ("limits.max_stays", int),
+    "max_future_s": ("limits.max_future_s", int),
+}
+REQUIRED = ("listen", "bundle", "authority_key", "state_dir", "issuer")
+ENV_PREFIX = "STAYCHECK_"
+
+
+def _coerce(key: str, kind: type, value: Any, *, source: str) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off", ""):
+            return False
+    elif kind in (int, float):
+        if isinstance(value, bool):
+            pass
+        elif isinstance(value, int | float) and (kind is float or isinstance(value, int)):
+            return kind(value)
+        elif isinstance(value, str):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    elif isinstance(value, str) and value:
+        return kind(value)
+    raise ConfigurationError(f"{source} {key}: must be {kind.__name__}")
+
+
+def build_config(
+    *,
+    file: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> ServerConfig:
+    """The effective configuration: defaults < file < environment < flags. ``flags`` values
+    of None mean "not given"."""
+    values: dict[str, Any] = {}
+    for key, value in (file or {}).items():
+        if key not in KEYS:
+            raise ConfigurationError(f"config file: unknown key {key!r}")
+        values[key] = _coerce(key, KEYS[key][1], value, source="config file")
+    for name, value in (env or {}).items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in KEYS:
+            raise ConfigurationError(f"environment: unknown variable {name}")
+        values[key] = _coerce(key, KEYS[key][1], value, source="environment")
+    for key, value in (flags or {}).items():
+        if value is not None and value is not False:
+            values[key] = _coerce(key, KEYS[key][1], value, source="flag")
+    missing = [k for k in REQUIRED if k not in values]
+    if missing:
+        raise ConfigurationError("missing required setting(s): " + ", ".join(missing))
+    top: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    for key, value in values.items():
+        field_name = KEYS[key][0]
+        if field_name.startswith("limits."):
+            limits[field_name.removeprefix("limits.")] = value
+        else:
+            top[field_name] = value
+    config = ServerConfig(**top, limits=ItineraryLimits(**limits))
+    config.check()
+    return config
+
+
+def effective(config: ServerConfig) -> dict[str, Any]:
+    """The configuration as key -> value, for ``staycheck config check``."""
+    out: dict[str, Any] = {}
+    for key, (field_name, _) in KEYS.items():
+        obj: Any = config
+        for part in field_name.split("."):
+            obj = getattr(obj, part)
+        out[key] = str(obj) if isinstance(obj, pathlib.Path) else obj
+    return out

@@ -96,6 +96,10 @@ class VerdictKeyStore:
     def active_kid(self) -> str:
         return self._active
 
+    @property
+    def active_not_before(self) -> int:
+        return next(r.not_before for r in self._records if r.kid == self._active)
+
     def _stat(self) -> tuple[int, int, int] | None:
         try:
             st = self.index_path.stat()

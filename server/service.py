@@ -20,7 +20,7 @@ from client._pb import verification_pb2_grpc as pb_grpc
 from client.verdict import BINDING_LENGTH, MAX_TTL_S, TokenSigner, issue_verdict
 from geo.errors import InvalidInputError
 from geo.itinerary import ItineraryLimits, Stay, validate
-from geo.matching import evaluate
+from geo.matching import Status, evaluate
 from server.bundles import BundleManager
 from server.errors import grpc_errors
 from server.keystore import VerdictKeyStore
@@ -53,8 +53,10 @@ class VerdictCore:
         clock: Callable[[], int],
         limits: ItineraryLimits,
         verdict_ttl_s: int = MAX_TTL_S,
+        on_verdict: Callable[[Status], None] | None = None,
     ) -> None:
         self.bundles = bundles
+        self._on_verdict = on_verdict
         self.keys = keys
         self.issuer = issuer
         self.clock = clock
@@ -74,6 +76,8 @@ class VerdictCore:
         stays = stays_from_proto(itinerary, limits=self._limits)
         validate(stays, now=now, limits=self._limits)
         status = evaluate(stays, bundle, now=now)
+        if self._on_verdict is not None:
+            self._on_verdict(status)
         verdict = issue_verdict(
             status,
             now=now,

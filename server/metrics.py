@@ -1,0 +1,207 @@
+"""Prometheus metrics and the per-call observation interceptor.
+
+Metrics (on their own port, off by default; ``--metrics-listen HOST:PORT``):
+
+- ``staycheck_requests_total{method, code}`` and
+  ``staycheck_request_duration_seconds{method}``: per call;
+- ``staycheck_verdicts_total{status}``: NO_ABNORMALITY / REVIEW_REQUIRED;
+- ``staycheck_bundle_version``, ``staycheck_bundle_issued_timestamp_seconds``,
+  ``staycheck_bundle_expiry_timestamp_seconds``, ``staycheck_bundle_age_seconds``,
+  ``staycheck_bundle_serving`` (1 when a valid bundle is in use);
+- ``staycheck_verdict_key_age_seconds``: since the active verdict key's window began.
+
+Every label value comes from a fixed set (our method names, gRPC code names, the two
+statuses); nothing from a request ever becomes a label. When neither metrics nor the access
+log are on, the interceptor is not installed and calls do no observation work at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from geo.matching import Status
+
+access_log = logging.getLogger("staycheck.access")
+
+KNOWN_METHODS = frozenset(
+    {
+        "SubmitItinerary",
+        "GetVerdictKeys",
+        "GetRiskAreaStatus",
+        "VerifyVerdict",
+        "VerifyVerdicts",
+        "SubmitItineraries",
+        "Check",
+        "Watch",
+        "ServerReflectionInfo",
+    }
+)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "staycheck_requests",
+            "Calls by method and gRPC status code.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "staycheck_request_duration_seconds",
+            "Call latency by method.",
+            ["method"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),
+            registry=self.registry,
+        )
+        self.verdicts = Counter(
+            "staycheck_verdicts",
+            "Verdicts issued, by status.",
+            ["status"],
+            registry=self.registry,
+        )
+        for status in Status:
+            self.verdicts.labels(status.name)
+
+    def observe_verdict(self, status: Status) -> None:
+        self.verdicts.labels(status.name).inc()
+
+    def add_state(self, state: Callable[[], dict[str, float]]) -> None:
+        """Gauges computed at scrape time from ``state()`` (bundle and key facts)."""
+        self.registry.register(_StateCollector(state))
+
+    def serve(self, listen: str) -> int:
+        """Serve ``/metrics`` on ``listen`` (HOST:PORT) in a thread; returns the port."""
+        host, _, port = listen.rpartition(":")
+        self._http, _thread = start_http_server(
+            int(port), addr=host.strip("[]"), registry=self.registry
+        )
+        return int(self._http.server_address[1])
+
+    def close(self) -> None:
+        http = getattr(self, "_http", None)
+        if http is not None:
+            http.shutdown()
+            http.server_close()
+
+
+_STATE_HELP = {
+    "staycheck_bundle_version": "Version of the risk-area bundle in use (0: none).",
+    "staycheck_bundle_issued_timestamp_seconds": "When the bundle in use was issued.",
+    "staycheck_bundle_expiry_timestamp_seconds": "When the bundle in use expires.",
+    "staycheck_bundle_age_seconds": "Seconds since the bundle in use was issued.",
+    "staycheck_bundle_serving": "1 when a valid, unexpired bundle is in use.",
+    "staycheck_verdict_key_age_seconds": "Seconds since the active verdict key began.",
+}
+
+
+class _StateCollector(Collector):
+    def __init__(self, state: Callable[[], dict[str, float]]) -> None:
+        self._state = state
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        values = self._state()
+        for name, text in _STATE_HELP.items():
+            if name in values:
+                yield GaugeMetricFamily(name, text, value=values[name])
+
+
+def _method_name(full: str) -> str:
+    name = full.rsplit("/", 1)[-1]
+    return name if name in KNOWN_METHODS else "other"
+
+
+class ObservingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """Counts and times every call; writes an access log line when asked."""
+
+    def __init__(self, metrics: Metrics | None, *, access: bool) -> None:
+        self._metrics = metrics
+        self._access = access
+
+    def _done(self, method: str, context: grpc.ServicerContext, start: float, ok: bool) -> None:
+        elapsed = time.perf_counter() - start
+        code_obj: Any = context.code() if hasattr(context, "code") else None
+        code = code_obj.name if code_obj is not None else ("OK" if ok else "UNKNOWN")
+        if self._metrics is not None:
+            self._metrics.requests.labels(method, code).inc()
+            self._metrics.duration.labels(method).observe(elapsed)
+        if self._access:
+            access_log.info(
+                "call",
+                extra={
+                    "method": method,
+                    "code": code,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "request_id": secrets.token_hex(8),
+                },
+            )
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: Any
+    ) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        method = _method_name(str(details.method))
+        if handler.unary_unary is not None:
+            behavior = handler.unary_unary
+
+            def unary(request: Any, context: grpc.ServicerContext) -> Any:
+                start = time.perf_counter()
+                ok = False
+                try:
+                    response = behavior(request, context)
+                    ok = True
+                    return response
+                finally:
+                    self._done(method, context, start, ok)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            stream_behavior = handler.stream_stream
+
+            def stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+                start = time.perf_counter()
+                ok = False
+                try:
+                    yield from stream_behavior(requests, context)
+                    ok = True
+                finally:
+                    self._done(method, context, start, ok)
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            us_behavior = handler.unary_stream
+
+            def unary_stream(request: Any, context: grpc.ServicerContext) -> Any:
+                start = time.perf_counter()
+                ok = False
+                try:
+                    yield from us_behavior(request, context)
+                    ok = True
+                finally:
+                    self._done(method, context, start, ok)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
