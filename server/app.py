@@ -72,6 +72,7 @@ class StayCheckServer:
         *,
         clock: Callable[[], int] = _now,
         monotonic: Callable[[], float] = time.monotonic,
+        reuse_port: bool = False,
     ) -> None:
         config.check()
         self.config = config
@@ -113,7 +114,8 @@ class StayCheckServer:
         options = [
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
-            ("grpc.so_reuseport", 0),
+            # Several worker processes may share a port (``--workers``); otherwise never.
+            ("grpc.so_reuseport", int(reuse_port)),
         ]
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
@@ -283,31 +285,58 @@ class StayCheckServer:
 
 
 def run(config: ServerConfig) -> int:
-    """Serve until SIGTERM/SIGINT. Prints ``serving on HOST:PORT`` once ready."""
+    """Serve until SIGTERM/SIGINT. Prints ``serving on HOST:PORT`` once ready. With
+    ``workers > 1`` a supervisor runs that many processes sharing the port
+    (``server.workers``)."""
+    if config.workers > 1:
+        from server.workers import supervise
+
+        return supervise(config)
     server = StayCheckServer(config)
     port = server.start()
     done = threading.Event()
+    _install_signals(server, done)
+    bundle = server.bundles.current
+    state = f"bundle version {bundle.version}" if bundle else "no valid bundle: NOT_SERVING"
+    host = config.listen.rsplit(":", 1)[0]
+    tls = "TLS" if config.tls else "plaintext"
+    print(f"serving on {host}:{port} ({tls}, {state})", flush=True)
+    _print_side_ports(config, server)
+    while not done.wait(0.5):
+        pass
+    log.info("stopping: finishing in-flight calls")
+    server.stop()
+    print("stopped", file=sys.stderr, flush=True)
+    return 0
 
+
+def _install_signals(server: StayCheckServer, done: threading.Event) -> None:
     def on_stop(signum: int, frame: object) -> None:
         done.set()
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, lambda signum, frame: server.request_reload())
-    bundle = server.bundles.current
-    state = f"bundle version {bundle.version}" if bundle else "no valid bundle: NOT_SERVING"
-    host = config.listen.rsplit(":", 1)[0]
-    tls = "TLS" if config.tls else "plaintext"
-    print(f"serving on {host}:{port} ({tls}, {state})", flush=True)
+
+
+def _print_side_ports(config: ServerConfig, server: StayCheckServer, prefix: str = "") -> None:
     if config.partner_listen is not None:
         phost = config.partner_listen.rsplit(":", 1)[0]
-        print(f"partners on {phost}:{server.partner_port} (mutual TLS)", flush=True)
+        print(f"{prefix}partners on {phost}:{server.partner_port} (mutual TLS)", flush=True)
     if config.metrics_listen is not None:
         mhost = config.metrics_listen.rsplit(":", 1)[0]
-        print(f"metrics on http://{mhost}:{server.metrics_port}/metrics", flush=True)
+        print(f"{prefix}metrics on http://{mhost}:{server.metrics_port}/metrics", flush=True)
+
+
+def run_worker(config: ServerConfig, *, index: int, ready: Callable[[], None]) -> int:
+    """One worker process of ``server.workers``: like :func:`run`, sharing the port."""
+    server = StayCheckServer(config, reuse_port=True)
+    server.start()
+    done = threading.Event()
+    _install_signals(server, done)
+    _print_side_ports(config, server, prefix=f"worker {index}: ")
+    ready()
     while not done.wait(0.5):
         pass
-    log.info("stopping: finishing in-flight calls")
     server.stop()
-    print("stopped", file=sys.stderr, flush=True)
     return 0

@@ -1,0 +1,165 @@
+"""``staycheck serve --workers 2``: pre-forked workers sharing one port (SO_REUSEPORT).
+
+Connections are spread over the workers by the kernel; each worker has its own index and
+watches the bundle file and key index itself. Checked over real connections to a real
+subprocess: both workers answer, a SIGHUP reload and a key rotation reach every worker, a
+killed worker is restarted, SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from client.client import StayCheckClient
+from client.verdict import decode_token
+from geo.keys import Ed25519Signer
+from server.keystore import VerdictKeyStore
+from tests.helpers import DAY, HOUR, TJ_LAT, TJ_LON, itinerary, signed_bundle, square_feature, stay
+
+STAYCHECK = str(pathlib.Path(sys.executable).parent / "staycheck")
+
+
+def _children(pid: int) -> list[int]:
+    text = pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(x) for x in text.split()]
+
+
+def _requests_served(metrics_url: str) -> float:
+    body = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith("staycheck_requests_total{")
+    )
+
+
+def _bundle(authority: Ed25519Signer, version: int, now: int) -> bytes:
+    area = square_feature(active_from=now - 5 * DAY)
+    return signed_bundle(
+        authority, [area] if version == 1 else [], version=version, issued_at=now - 60,
+        expires_at=now + 2 * DAY,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def workers(tmp_path):
+    authority = Ed25519Signer.generate()
+    now = int(time.time())
+    (tmp_path / "authority.pub").write_bytes(authority.public_key.to_pem())
+    (tmp_path / "bundle.cose").write_bytes(_bundle(authority, 1, now))
+    proc = subprocess.Popen(
+        [
+            STAYCHECK, "serve", "--listen", "127.0.0.1:0",
+            "--bundle", str(tmp_path / "bundle.cose"), "--authority-key", str(tmp_path / "authority.pub"), "--state-dir",
+            str(tmp_path / "state"), "--issuer", "110000", "--workers", "2",
+            "--metrics-listen", "127.0.0.1:0", "--log-format", "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    try:
+        metrics, port = [], None
+        deadline = time.monotonic() + 30
+        while port is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if "metrics on" in line:
+                metrics.append(line.split("metrics on ", 1)[1].strip())
+            if line.startswith("serving on"):
+                port = int(line.split()[2].rsplit(":", 1)[1])
+        assert port is not None, "server did not start"
+        yield {
+            "proc": proc, "port": port, "metrics": metrics, "root": tmp_path,
+            "authority": authority, "now": now,
+        }  # fmt: skip
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _risky(now: int):
+    return itinerary(stay("120100", now - 3 * DAY, now - 3 * DAY + 6 * HOUR, (TJ_LAT, TJ_LON)))
+
+
+def _each_connection(port: int, n: int, call):
+    """``call(client)`` on ``n`` fresh connections (each client is its own channel)."""
+    results = []
+    for _ in range(n):
+        # A distinct channel argument keeps gRPC from sharing one subchannel between clients.
+        with StayCheckClient(
+            f"127.0.0.1:{port}", options=[("grpc.channel_id", os.urandom(4).hex())]
+        ) as c:
+            results.append(call(c))
+    return results
+
+
+def test_both_workers_answer(workers):
+    assert len(workers["metrics"]) == 2
+    assert len(_children(workers["proc"].pid)) == 2
+    _each_connection(workers["port"], 24, lambda c: c.verdict_keys_json())
+    served = [_requests_served(url) for url in workers["metrics"]]
+    # The kernel spreads connections; with 24 connections both workers answered some.
+    assert all(s > 0 for s in served), served
+    assert sum(served) >= 24
+
+
+def test_sighup_reload_and_key_rotation_reach_every_worker(workers):
+    root, now = workers["root"], workers["now"]
+    tmp = root / ".bundle.tmp"
+    tmp.write_bytes(_bundle(workers["authority"], 2, now))
+    tmp.replace(root / "bundle.cose")
+    workers["proc"].send_signal(signal.SIGHUP)
+    new_kid = bytes.fromhex(VerdictKeyStore(root / "state", issuer="110000").rotate(now=now))
+
+    def settled(c):
+        r = c.submit(_risky(int(time.time())))
+        return r.riskset_version, decode_token(r.token)[0].kid
+
+    deadline = time.monotonic() + 15
+    while True:
+        results = _each_connection(workers["port"], 12, settled)
+        if all(r == (2, new_kid) for r in results) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert all(r == (2, new_kid) for r in results), results
+
+
+def test_a_killed_worker_is_restarted(workers):
+    proc = workers["proc"]
+    victim = _children(proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        kids = _children(proc.pid)
+        if len(kids) == 2 and victim not in kids:
+            break
+        time.sleep(0.1)
+    assert len(_children(proc.pid)) == 2 and victim not in _children(proc.pid)
+    # Every call succeeds (the client waits for a ready worker).
+    assert all(_each_connection(workers["port"], 8, lambda c: c.verdict_keys_json()))
+
+
+def test_sigterm_stops_every_worker(workers):
+    proc = workers["proc"]
+    kids = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    for kid in kids:
+        assert (
+            not pathlib.Path(f"/proc/{kid}").exists()
+            or "Z" in pathlib.Path(f"/proc/{kid}/stat").read_text().split()[2]
+        )
