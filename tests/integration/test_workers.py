@@ -57,8 +57,9 @@ def workers(tmp_path):
     proc = subprocess.Popen(
         [
             STAYCHECK, "serve", "--listen", "127.0.0.1:0",
-            "--bundle", str(tmp_path / "bundle.cose"), "--authority-key", str(tmp_path / "authority.pub"), "--state-dir",
-            str(tmp_path / "state"), "--issuer", "110000", "--workers", "2",
+            "--bundle", str(tmp_path / "bundle.cose"),
+            "--authority-key", str(tmp_path / "authority.pub"),
+            "--state-dir", str(tmp_path / "state"), "--issuer", "110000", "--workers", "2",
             "--metrics-listen", "127.0.0.1:0", "--log-format", "json",
         ],
         stdout=subprocess.PIPE,
