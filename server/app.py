@@ -266,11 +266,15 @@ class StayCheckServer:
                 last_trust = self._clock()
             self._update_health()
 
-    def stop(self, grace: float | None = None) -> None:
-        """Turn health NOT_SERVING, refuse new calls, let in-flight ones finish."""
+    def stop(self, grace: float | None = None, *, drain: float | None = None) -> None:
+        """Turn health NOT_SERVING, keep serving ``drain`` seconds (balancers notice), then
+        refuse new calls and let in-flight ones finish within ``grace`` seconds."""
         self._stop.set()
         self._reload_requested.set()
         self._update_health()
+        drain = self.config.drain_s if drain is None else drain
+        if drain > 0:
+            time.sleep(drain)
         grace = self.config.grace_s if grace is None else grace
         events = [self._server.stop(grace)]
         if self._partner_server is not None:

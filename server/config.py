@@ -49,6 +49,9 @@ class ServerConfig:
     """How often the bundle file is checked for changes, seconds."""
     grace_s: float = 10.0
     """On SIGTERM, how long in-flight calls may take to finish, seconds."""
+    drain_s: float = 0.0
+    """On SIGTERM, how long to keep serving after health turns NOT_SERVING, seconds, so that
+    load balancers and readiness probes stop sending first (Kubernetes: a probe period)."""
     limits: ItineraryLimits = field(default_factory=ItineraryLimits)
     tls_cert_path: pathlib.Path | None = None
     """PEM certificate chain of the server; with ``tls_key_path`` the public listener uses TLS."""
@@ -148,6 +151,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "max_concurrent_rpcs": ("max_concurrent_rpcs", int),
     "reload_interval_s": ("reload_interval_s", float),
     "grace_s": ("grace_s", float),
+    "drain_s": ("drain_s", float),
     "max_stays": ("limits.max_stays", int),
     "max_future_s": ("limits.max_future_s", int),
 }
