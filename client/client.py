@@ -23,10 +23,7 @@ from geo.keys import KeySet, VerdictKeySet
 _RETRY_POLICY = {
     "methodConfig": [
         {
-            "name": [
-                {"service": "staycheck.v1.ItineraryVerification"},
-                {"service": "staycheck.v1.PartnerVerification", "method": "VerifyVerdict"},
-            ],
+            "name": [{"service": "staycheck.v1.ItineraryVerification"}],
             "waitForReady": True,
             "retryPolicy": {
                 "maxAttempts": 5,
@@ -116,8 +113,9 @@ class PartnerClient:
         timeout_s: float = 30.0,
         options: list[tuple[str, Any]] | None = None,
     ) -> None:
-        opts = [("grpc.service_config", json.dumps(_RETRY_POLICY)), *(options or [])]
-        self._channel = grpc.secure_channel(target, credentials, options=opts)
+        # No wait-for-ready here: a partner whose certificate is refused must hear so at
+        # once (UNAVAILABLE), not wait out its deadline.
+        self._channel = grpc.secure_channel(target, credentials, options=options or [])
         self._stub = ppb_grpc.PartnerVerificationStub(self._channel)
         self._timeout_s = timeout_s
 
@@ -140,7 +138,7 @@ class PartnerClient:
         requests = (
             ppb.VerifyVerdictsRequest(verdict=ppb.VerifyVerdictRequest(token=t)) for t in tokens
         )
-        return iter(self._stub.VerifyVerdicts(requests, timeout=timeout_s, wait_for_ready=True))
+        return iter(self._stub.VerifyVerdicts(requests, timeout=timeout_s))
 
     def submit_itineraries(
         self,
@@ -155,9 +153,7 @@ class PartnerClient:
                 itinerary, binding = item if isinstance(item, tuple) else (item, b"")
                 yield ppb.SubmitItinerariesRequest(itinerary=itinerary, subject_binding=binding)
 
-        return iter(
-            self._stub.SubmitItineraries(requests(), timeout=timeout_s, wait_for_ready=True)
-        )
+        return iter(self._stub.SubmitItineraries(requests(), timeout=timeout_s))
 
     def close(self) -> None:
         self._channel.close()

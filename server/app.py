@@ -224,9 +224,9 @@ class StayCheckServer:
                 self.metrics_port = self.metrics.serve(self.config.metrics_listen)
             except OSError as e:
                 raise ConfigurationError(f"metrics_listen: cannot bind ({e.strerror})") from e
-        self._server.start()
         if self._partner_server is not None:
             self._partner_server.start()
+        self._server.start()  # last: once the public port answers, everything does
         self._watcher.start()
         return self.port
 

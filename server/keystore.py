@@ -23,6 +23,7 @@ import pathlib
 from dataclasses import dataclass
 
 from client.verdict import IAT_BUCKET_S, MAX_TTL_S, TokenSigner
+from client.verifier import DEFAULT_SKEW_S
 from geo.errors import ConfigurationError
 from geo.keys import Ed25519Signer, KeySet, PublicKey, VerdictKeySet
 from server.fsutil import atomic_write, ensure_private_dir
@@ -31,6 +32,9 @@ KEYS_DIR = "verdict-keys"
 INDEX_FILE = "verdict-keys.json"
 ROTATION_GRACE_S = 60
 """After a rotation the old key may still sign this long (servers pick the change up)."""
+PUBLISH_MARGIN_S = DEFAULT_SKEW_S
+"""A retired key stays published this long past its last verdict's expiry: the verifiers'
+clock skew, during which they still accept that verdict."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,11 @@ class VerdictKeyStore:
         """Keys whose verdicts may still be valid at ``now``, with their windows."""
         keys = []
         for record in self._records:
-            if record.not_after is not None and record.not_after + MAX_TTL_S < now:
+            # Published until its last verdict expired, plus the verifiers' clock skew.
+            if (
+                record.not_after is not None
+                and record.not_after + MAX_TTL_S + PUBLISH_MARGIN_S < now
+            ):
                 continue
             pk = self._signers[record.kid].public_key
             keys.append(
