@@ -24,6 +24,14 @@ test: $(VENV)/.dev lint typecheck pytest
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/buf lint
+	@tag=$$(git describe --tags --abbrev=0 --match 'v*' 2>/dev/null); \
+	if [ -n "$$tag" ]; then \
+		echo "buf breaking against $$tag"; \
+		$(BIN)/buf breaking --against ".git#tag=$$tag,subdir=protos"; \
+	else \
+		echo "buf breaking: no release tag (v*) in this clone; skipped"; \
+	fi
 
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy

@@ -180,6 +180,59 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _authority_keys(path: str) -> Any:
+    from geo.keys import AuthorityKeySet, KeySet, PublicKey
+
+    return AuthorityKeySet(KeySet([PublicKey.from_pem(_read(path, "authority key"))]))
+
+
+def _verified_bundle_message(path: str, keys: Any, what: str) -> Any:
+    """The ``RiskAreaBundle`` message of a bundle file whose signature verifies."""
+    from geo import cose
+    from geo._pb import bundle_pb2
+    from geo.trust import DEFAULT_MAX_BUNDLE_SIZE, open_bundle
+
+    data = _read(path, what)
+    try:
+        open_bundle(data, keys)  # signature, content type and the bundle's invariants
+    except SignedDataError as e:
+        _fail(f"{what}: bundle refused: {e}", EXIT_REFUSED)
+    # The same bytes that were just verified: decode their payload for the whole message.
+    payload = cose.decode_sign1(data, max_size=DEFAULT_MAX_BUNDLE_SIZE).payload
+    return bundle_pb2.RiskAreaBundle.FromString(payload)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from client.samples import cities
+    from geo.render import CityMarker, render_svg
+
+    msg = _verified_bundle_message(args.bundle, _authority_keys(args.authority_key), "render")
+    # Beijing, Tianjin and Hebei, plus any shipped city that holds an area.
+    held = {area.city_code for area in msg.areas}
+    markers = [
+        CityMarker(c.code, c.name_en, c.lat, c.lon)
+        for c in cities().values()
+        if c.code[:2] in ("11", "12", "13") or c.code in held
+    ]
+    out = pathlib.Path(args.out)
+    _write_atomic(out, render_svg(msg, markers).encode("utf-8"), 0o644)
+    print(
+        f"drew {len(msg.areas)} areas of bundle version {msg.version} "
+        f"over {len(markers)} cities -> {out}"
+    )
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from geo.diff import diff_bundles, format_diff
+
+    keys = _authority_keys(args.authority_key)
+    old = _verified_bundle_message(args.old, keys, "diff: OLD")
+    new = _verified_bundle_message(args.new, keys, "diff: NEW")
+    print(format_diff(diff_bundles(old, new)), end="")
+    return EXIT_OK
+
+
 # --- server -----------------------------------------------------------------------------
 
 
@@ -525,6 +578,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", metavar="BUNDLE")
     p.add_argument("--authority-key", required=True, metavar="PUBLIC")
     p.set_defaults(func=cmd_inspect)
+
+    p = asub.add_parser("render", help="draw a bundle's areas over the shipped cities as SVG")
+    p.add_argument("bundle", metavar="BUNDLE")
+    p.add_argument("--authority-key", required=True, metavar="PUBLIC")
+    p.add_argument("--out", required=True, metavar="MAP.svg", help="written atomically")
+    p.set_defaults(func=cmd_render)
+
+    p = asub.add_parser("diff", help="list areas added, removed or changed between two bundles")
+    p.add_argument("old", metavar="OLD")
+    p.add_argument("new", metavar="NEW")
+    p.add_argument("--authority-key", required=True, metavar="PUBLIC")
+    p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser(
         "serve",

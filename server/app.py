@@ -50,6 +50,9 @@ from server.service import ItineraryVerificationServicer, VerdictCore
 log = logging.getLogger("staycheck.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ItineraryVerification"].full_name
 PARTNER_SERVICE_NAME = ppb.DESCRIPTOR.services_by_name["PartnerVerification"].full_name
+LIVENESS_NAME = "staycheck.liveness"
+"""A health name that is SERVING while the process runs, whatever the bundle: for liveness
+probes (an expired bundle must take a pod out of rotation, not restart it)."""
 
 
 def _now() -> int:
@@ -181,6 +184,7 @@ class StayCheckServer:
         self.health.set("", status)
         self.health.set(SERVICE_NAME, status)
         self.health.set(PARTNER_SERVICE_NAME, status)
+        self.health.set(LIVENESS_NAME, health_pb2.HealthCheckResponse.SERVING)
 
     def _credentials(self, *, partner: bool) -> grpc.ServerCredentials | None:
         cfg = self.config

@@ -34,7 +34,15 @@ def _imported_after(modules: list[str]) -> set[str]:
 
 def test_pure_core_imports_no_grpc_and_no_server():
     loaded = _imported_after(
-        ["geo.matching", "geo.trust", "geo.authoring", "client.verdict", "client.verifier"]
+        [
+            "geo.matching",
+            "geo.trust",
+            "geo.authoring",
+            "geo.render",
+            "geo.diff",
+            "client.verdict",
+            "client.verifier",
+        ]
     )
     assert not {m for m in loaded if m == "grpc" or m.startswith("grpc.")}
     assert not {m for m in loaded if m == "server" or m.startswith("server.")}

@@ -213,6 +213,11 @@ def test_file_change_is_picked_up_by_the_watcher(tmp_path, authority, clock):
 def test_no_bundle_means_not_serving_then_recovers(tmp_path, authority, clock):
     with running_server(tmp_path, None, authority=authority, clock=clock) as s:
         assert health(s) == NOT_SERVING
+        with grpc.insecure_channel(s.target) as ch:  # the process itself is alive
+            live = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service="staycheck.liveness"), timeout=5
+            )
+        assert live.status == SERVING
         assert submit_code(s, CLEAN) is grpc.StatusCode.FAILED_PRECONDITION
         assert s.publish(spec_bundle(authority)).accepted
         assert health(s) == SERVING
