@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest proto proto-check clean
+.PHONY: demo test lint typecheck pytest proto proto-check fuzz clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ proto: $(VENV)/.dev
 
 proto-check: $(VENV)/.dev
 	$(PY) protos/generate.py --check
+
+# Longer fuzzing than `make test` does (FUZZ_SECONDS, default 600).
+fuzz: $(VENV)/.dev
+	$(PY) -m pip install --quiet -e '.[fuzz]' || echo "atheris unavailable: Hypothesis fallback"
+	$(PY) bench/fuzz.py --seconds $(or $(FUZZ_SECONDS),600)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -41,6 +41,7 @@ from geo.errors import ConfigurationError, Error
 from geo.keys import AuthorityKeySet, KeySet, PublicKey
 from server.bundles import BundleManager, ReloadResult
 from server.config import ServerConfig
+from server.errors import DecodeGuard
 from server.keystore import VerdictKeyStore
 from server.metrics import Metrics, ObservingInterceptor
 from server.partner import PartnerVerificationServicer
@@ -102,7 +103,7 @@ class StayCheckServer:
         if config.metrics_listen is not None:
             self.metrics = Metrics()
             self.metrics.add_state(self._state_gauges)
-        interceptors: list[Any] = []
+        interceptors: list[Any] = [DecodeGuard()]
         if self.metrics is not None or config.access_log:
             interceptors.append(ObservingInterceptor(self.metrics, access=config.access_log))
         self.core = VerdictCore(

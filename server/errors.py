@@ -12,6 +12,11 @@ any other exception      INTERNAL              "internal error"
 
 Messages of our own errors hold field paths and fixed texts only, never a caller's values.
 Unexpected exceptions are logged by type and place only: their messages may quote a value.
+
+Bytes that do not parse as the method's request message are the caller's fault too:
+:class:`DecodeGuard` hands them to our handlers as :data:`UNDECODABLE`, which they refuse
+with INVALID_ARGUMENT ``request: not a valid protobuf message for this method``, instead of
+grpcio's own INTERNAL answer and ERROR log line.
 """
 
 from __future__ import annotations
@@ -51,6 +56,52 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error"
 
 
+class _Undecodable:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNDECODABLE"
+
+
+UNDECODABLE: Any = _Undecodable()
+"""What a handler of ours receives instead of a request that did not parse."""
+UNDECODABLE_ERROR = InvalidInputError("request", "not a valid protobuf message for this method")
+OUR_SERVICES_PREFIX = "/staycheck.v1."
+
+
+def _lenient(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # protobuf's DecodeError and friends: the caller's bytes
+            return UNDECODABLE
+
+    return deserialize
+
+
+class DecodeGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """Make undecodable requests to our services reach our handlers as UNDECODABLE."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[Any, Any]] = {}
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: Any
+    ) -> Any:
+        handler = continuation(details)
+        method = str(details.method)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        if not method.startswith(OUR_SERVICES_PREFIX):
+            return handler
+        cached = self._cache.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = handler._replace(request_deserializer=_lenient(handler.request_deserializer))
+        self._cache[method] = (handler, wrapped)
+        return wrapped
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -60,6 +111,8 @@ def grpc_errors(method: F) -> F:
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
+            if request is UNDECODABLE:
+                raise UNDECODABLE_ERROR
             return method(self, request, context)
         except Exception as e:
             code, details = status_for(e)

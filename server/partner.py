@@ -21,7 +21,7 @@ from client.truststore import TrustStore
 from client.verdict import BINDING_LENGTH
 from client.verifier import reason, verify_token
 from geo.errors import Error, InvalidInputError, SignedDataError
-from server.errors import grpc_errors, status_for
+from server.errors import UNDECODABLE, UNDECODABLE_ERROR, grpc_errors, status_for
 from server.service import VerdictCore
 
 
@@ -64,6 +64,8 @@ class PartnerVerificationServicer(ppb_grpc.PartnerVerificationServicer):
     ) -> Iterator[ppb.VerifyVerdictsResponse]:
         for i, request in enumerate(requests):
             try:
+                if request is UNDECODABLE:
+                    raise UNDECODABLE_ERROR
                 result = self._verify(request.verdict)
             except Error as e:
                 _, details = status_for(e)
@@ -75,6 +77,8 @@ class PartnerVerificationServicer(ppb_grpc.PartnerVerificationServicer):
     ) -> Iterator[ppb.SubmitItinerariesResponse]:
         for i, request in enumerate(requests):
             try:
+                if request is UNDECODABLE:
+                    raise UNDECODABLE_ERROR
                 verdict = self._core.submit(request.itinerary, request.subject_binding)
             except Exception as e:  # each item's own error; status_for never echoes values
                 code, details = status_for(e)

@@ -1,0 +1,1 @@
+"""Fuzz targets for the request path and the token verifier (issue 4)."""

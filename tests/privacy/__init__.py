@@ -1,0 +1,1 @@
+"""Privacy promises of SPEC.md: nothing kept, nothing leaked (issue 4)."""
