@@ -17,6 +17,7 @@ log are on, the interceptor is not installed and calls do no observation work at
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import time
@@ -126,6 +127,7 @@ class ObservingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, metrics: Metrics | None, *, access: bool) -> None:
         self._metrics = metrics
         self._access = access
+        self._cache: dict[str, tuple[Any, Any]] = {}  # method -> (handler, wrapped handler)
 
     def _done(self, method: str, context: grpc.ServicerContext, start: float, ok: bool) -> None:
         elapsed = time.perf_counter() - start
@@ -151,57 +153,50 @@ class ObservingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         handler = continuation(details)
         if handler is None:
             return None
-        method = _method_name(str(details.method))
+        full = str(details.method)
+        cached = self._cache.get(full)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        done = functools.partial(self._done, _method_name(full))
         if handler.unary_unary is not None:
-            behavior = handler.unary_unary
+            wrapped = handler._replace(unary_unary=_timed_unary(handler.unary_unary, done))
+        elif handler.stream_stream is not None:
+            wrapped = handler._replace(stream_stream=_timed_stream(handler.stream_stream, done))
+        elif handler.unary_stream is not None:
+            wrapped = handler._replace(unary_stream=_timed_stream(handler.unary_stream, done))
+        else:
+            wrapped = handler
+        self._cache[full] = (handler, wrapped)
+        return wrapped
 
-            def unary(request: Any, context: grpc.ServicerContext) -> Any:
-                start = time.perf_counter()
-                ok = False
-                try:
-                    response = behavior(request, context)
-                    ok = True
-                    return response
-                finally:
-                    self._done(method, context, start, ok)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None:
-            stream_behavior = handler.stream_stream
+Done = Callable[[grpc.ServicerContext, float, bool], None]
 
-            def stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
-                start = time.perf_counter()
-                ok = False
-                try:
-                    yield from stream_behavior(requests, context)
-                    ok = True
-                finally:
-                    self._done(method, context, start, ok)
 
-            return grpc.stream_stream_rpc_method_handler(
-                stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            us_behavior = handler.unary_stream
+def _timed_unary(behavior: Callable[..., Any], done: Done) -> Callable[..., Any]:
+    def unary(request: Any, context: grpc.ServicerContext) -> Any:
+        start = time.perf_counter()
+        ok = False
+        try:
+            response = behavior(request, context)
+            ok = True
+            return response
+        finally:
+            done(context, start, ok)
 
-            def unary_stream(request: Any, context: grpc.ServicerContext) -> Any:
-                start = time.perf_counter()
-                ok = False
-                try:
-                    yield from us_behavior(request, context)
-                    ok = True
-                finally:
-                    self._done(method, context, start, ok)
+    return unary
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+
+def _timed_stream(behavior: Callable[..., Any], done: Done) -> Callable[..., Any]:
+    """For server-streaming handlers (the first argument is a request or an iterator)."""
+
+    def stream(request_or_iterator: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        start = time.perf_counter()
+        ok = False
+        try:
+            yield from behavior(request_or_iterator, context)
+            ok = True
+        finally:
+            done(context, start, ok)
+
+    return stream

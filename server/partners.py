@@ -167,40 +167,30 @@ class PartnerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             yield request
 
     def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        details: grpc.HandlerCallDetails,
+        self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: Any
     ) -> Any:
         handler = continuation(details)
         service, _, method = str(details.method).lstrip("/").partition("/")
         if handler is None or service != PARTNER_SERVICE:
             return handler
         if handler.unary_unary is not None:
-            behavior = handler.unary_unary
-
-            def unary(request: Any, context: grpc.ServicerContext) -> Any:
-                identity = self._authorize(context, method)
-                if not self._buckets[identity].take():
-                    context.abort(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED, "partner request budget exceeded"
-                    )
-                return behavior(request, context)
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return handler._replace(unary_unary=self._guard_unary(handler.unary_unary, method))
         if handler.stream_stream is not None:
-            stream_behavior = handler.stream_stream
-
-            def stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
-                identity = self._authorize(context, method)
-                return stream_behavior(self._paced(requests, identity, context), context)
-
-            return grpc.stream_stream_rpc_method_handler(
-                stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return handler._replace(stream_stream=self._guard_stream(handler.stream_stream, method))
         return handler
+
+    def _guard_unary(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            identity = self._authorize(context, method)
+            if not self._buckets[identity].take():
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "partner request budget exceeded")
+            return behavior(request, context)
+
+        return unary
+
+    def _guard_stream(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        def stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+            identity = self._authorize(context, method)
+            return behavior(self._paced(requests, identity, context), context)
+
+        return stream
