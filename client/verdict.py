@@ -106,14 +106,15 @@ class TokenSigner:
     def __init__(self, signer: Signer) -> None:
         self._signer = signer
         self.kid = signer.kid
-        self._protected = cose.encode_protected(
+        protected = cose.encode_protected(
             {cose.HEADER_ALG: signer.alg, cose.HEADER_KID: signer.kid}
         )
+        self._framer = cose.Sign1Framer(protected)
 
     def sign(self, verdict: Verdict) -> str:
         payload = cbor2.dumps(verdict.claims(), canonical=True)
-        signature = self._signer.sign(cose.sig_structure(self._protected, payload))
-        return TOKEN_PREFIX + b45encode(cose.encode_sign1(self._protected, payload, signature))
+        signature = self._signer.sign(self._framer.to_be_signed(payload))
+        return TOKEN_PREFIX + b45encode(self._framer.message(payload, signature))
 
 
 def _int(value: Any, name: str, *, lo: int = 0, hi: int = 2**63 - 1) -> int:

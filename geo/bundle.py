@@ -12,7 +12,9 @@ a clock; that is ``geo.trust``. It opens no file.
 
 from __future__ import annotations
 
+import bisect
 import enum
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -115,12 +117,18 @@ class RiskIndex:
         self._tolerance_m = tolerance_m
         shapely.prepare(geometries)
         self._tree = shapely.STRtree(geometries)
-        by_city: dict[str, list[int]] = {}
-        for i, code in enumerate(city_codes):
-            by_city.setdefault(code, []).append(i)
-        self._by_city = {
-            code: (active_from[idx], active_until[idx]) for code, idx in by_city.items()
-        }
+        # City-level rule: per city, active_from sorted ascending with the running maximum of
+        # active_until, so "some area active in [start, end)" is one bisection.
+        by_city: dict[str, list[tuple[int, int]]] = {}
+        for code, af, au in zip(
+            city_codes, active_from.tolist(), active_until.tolist(), strict=True
+        ):
+            by_city.setdefault(code, []).append((af, au))
+        self._by_city: dict[str, tuple[list[int], list[int]]] = {}
+        for code, windows in by_city.items():
+            windows.sort()
+            running = list(itertools.accumulate((au for _, au in windows), max))
+            self._by_city[code] = ([af for af, _ in windows], running)
 
     def __len__(self) -> int:
         return len(self._geometries)
@@ -160,8 +168,9 @@ class RiskIndex:
         windows = self._by_city.get(city_code)
         if windows is None:
             return False
-        af, au = windows
-        return bool(((af < end) & (start < au)).any())
+        starts, latest_end = windows
+        k = bisect.bisect_left(starts, end)  # areas that became active before ``end``
+        return k > 0 and latest_end[k - 1] > start
 
 
 @dataclass(frozen=True)
