@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest proto proto-check fuzz clean
+.PHONY: demo test lint typecheck pytest proto proto-check fuzz bench bench-quick load profile clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,10 +45,30 @@ proto: $(VENV)/.dev
 proto-check: $(VENV)/.dev
 	$(PY) protos/generate.py --check
 
+# Benchmarks (not part of `make test`): h2load drives the load when it can be installed
+# (Debian nghttp2-client), else a Python load generator; pyinstrument and py-spy profile.
+$(VENV)/.bench: $(VENV)/.base
+	command -v h2load >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nghttp2-client; } || echo "h2load unavailable: the bench uses its Python load generator"
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.bench
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.bench
+	$(PY) -m bench.run --quick $(BENCH_ARGS)
+
+# 50 clients for 60 s against a real server with 10 000 areas; fails on any error.
+load: $(VENV)/.base
+	$(PY) -m bench.load $(LOAD_ARGS)
+
+profile: $(VENV)/.bench
+	$(PY) -m bench.profile $(PROFILE_ARGS)
+
 # Longer fuzzing than `make test` does (FUZZ_SECONDS, default 600).
 fuzz: $(VENV)/.dev
 	$(PY) -m pip install --quiet -e '.[fuzz]' || echo "atheris unavailable: Hypothesis fallback"
-	$(PY) bench/fuzz.py --seconds $(or $(FUZZ_SECONDS),600)
+	$(PY) -m bench.fuzz --seconds $(or $(FUZZ_SECONDS),600)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

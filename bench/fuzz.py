@@ -1,8 +1,8 @@
 """Fuzz the request path and the token verifier for as long as asked (``make fuzz``).
 
-    python bench/fuzz.py --seconds 600                  # both targets, time split evenly
-    python bench/fuzz.py --seconds 300 --target token   # one target
-    python bench/fuzz.py --seconds 60 --engine hypothesis
+    python -m bench.fuzz --seconds 600                  # both targets, time split evenly
+    python -m bench.fuzz --seconds 300 --target token   # one target
+    python -m bench.fuzz --seconds 60 --engine hypothesis
 
 The targets and what counts as a finding are in ``tests/fuzz/targets.py`` (the same ones
 ``make test`` runs briefly): the request path from raw bytes to a verdict may raise only our

@@ -1,0 +1,189 @@
+"""In-process throughput on one thread: match + sign, offline verification, raw Ed25519.
+
+Rates are calls per second of this thread's own CPU time (``time.thread_time``), so they
+are "per core" figures and depend little on what else the machine runs. Each subject is
+measured in several short rounds interleaved with its baseline; the median round of each
+is the figure, the best is kept too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from bench.stats import median
+from client._pb import verification_pb2 as pb
+from client.verdict import TokenSigner, issue_verdict
+from client.verifier import verify_token
+from geo import cose
+from geo.bundle import RiskAreaBundle
+from geo.itinerary import DEFAULT_LIMITS, validate
+from geo.keys import Ed25519Signer, KeySet, VerdictKeySet
+from geo.matching import evaluate
+
+ISSUER = "110000"
+
+
+def stays_from_proto(itinerary: pb.Itinerary) -> Any:
+    from server.service import stays_from_proto as convert
+
+    return convert(itinerary, limits=DEFAULT_LIMITS)
+
+
+@dataclass
+class Rate:
+    per_s: float
+    """Calls per second of thread CPU time (median round)."""
+    best_per_s: float
+    calls: int
+    cpu_s: float
+    rounds: list[float]
+
+
+def _round(fn: Callable[[Any], object], items: Sequence[Any], seconds: float) -> tuple[int, float]:
+    """Call ``fn`` over ``items`` (cycling) for about ``seconds`` of thread CPU."""
+    it = itertools.cycle(items)
+    calls = 0
+    t0 = time.thread_time()
+    deadline = t0 + seconds
+    wall_deadline = time.monotonic() + 4 * seconds + 1
+    while True:
+        for _ in range(64):
+            fn(next(it))
+        calls += 64
+        now = time.thread_time()
+        if now >= deadline or time.monotonic() >= wall_deadline or calls >= 50_000_000:
+            return calls, now - t0
+
+
+def compare(
+    subject: tuple[Callable[[Any], object], Sequence[Any]],
+    baseline: tuple[Callable[[Any], object], Sequence[Any]],
+    *,
+    rounds: int,
+    seconds: float,
+) -> tuple[Rate, Rate]:
+    """Interleaved rounds of subject and baseline; median and best rate of each."""
+    results: list[list[tuple[int, float]]] = [[], []]
+    for fn, items in (subject, baseline):  # warm-up
+        _round(fn, items, min(0.1, seconds))
+    for _ in range(rounds):
+        for k, (fn, items) in enumerate((subject, baseline)):
+            results[k].append(_round(fn, items, seconds))
+    out = []
+    for rs in results:
+        rates = [c / t for c, t in rs if t > 0]
+        out.append(
+            Rate(median(rates), max(rates), sum(c for c, _ in rs), sum(t for _, t in rs), rates)
+        )
+    return out[0], out[1]
+
+
+def _sign_inputs(n: int) -> list[bytes]:
+    """Sig_structures the size of a verdict's (about 120 bytes)."""
+    protected = cose.encode_protected({cose.HEADER_ALG: cose.ALG_EDDSA, cose.HEADER_KID: b"k" * 8})
+    return [cose.sig_structure(protected, secrets.token_bytes(96)) for _ in range(n)]
+
+
+def match_and_sign(
+    bundle: RiskAreaBundle,
+    requests: Sequence[pb.SubmitItineraryRequest],
+    *,
+    now: int,
+    rounds: int,
+    seconds: float,
+) -> dict[str, Rate]:
+    """Figure 3 (in-process stand-in for the partner batch stream):
+
+    - ``match_sign``: ``evaluate`` + ``issue_verdict`` + ``TokenSigner.sign`` over
+      already converted stays;
+    - ``full_item``: the whole per-item work of a batch without gRPC: parse the request
+      bytes, convert and validate the stays, match, issue, sign, serialize the response;
+    - ``raw_sign``: bare Ed25519 signs of verdict-sized inputs (the ceiling).
+    """
+    token_signer = TokenSigner(Ed25519Signer.generate())
+    raw_key = Ed25519PrivateKey.generate()
+    items = [(stays_from_proto(r.itinerary), r.subject_binding) for r in requests]
+    raw_items = [r.SerializeToString() for r in requests]
+
+    def one(item: tuple[Any, bytes]) -> str:
+        stays, binding = item
+        status = evaluate(stays, bundle, now=now)
+        verdict = issue_verdict(
+            status,
+            now=now,
+            issuer=ISSUER,
+            riskset_version=bundle.version,
+            bundle_expires_at=bundle.expires_at,
+            binding=binding,
+        )
+        return token_signer.sign(verdict)
+
+    def full(raw: bytes) -> bytes:
+        req = pb.SubmitItineraryRequest.FromString(raw)
+        stays = stays_from_proto(req.itinerary)
+        validate(stays, now=now, limits=DEFAULT_LIMITS)
+        status = evaluate(stays, bundle, now=now)
+        verdict = issue_verdict(
+            status,
+            now=now,
+            issuer=ISSUER,
+            riskset_version=bundle.version,
+            bundle_expires_at=bundle.expires_at,
+            binding=req.subject_binding,
+        )
+        return pb.SubmitItineraryResponse(
+            status=pb.VerdictStatus.ValueType(status),
+            token=token_signer.sign(verdict),
+            riskset_version=verdict.riskset_version,
+        ).SerializeToString()
+
+    sign_inputs = _sign_inputs(64)
+    ms, raw = compare((one, items), (raw_key.sign, sign_inputs), rounds=rounds, seconds=seconds)
+    fi, _ = compare((full, raw_items), (raw_key.sign, sign_inputs), rounds=1, seconds=seconds)
+    return {"match_sign": ms, "full_item": fi, "raw_sign": raw}
+
+
+def verify_rates(*, now: int, rounds: int, seconds: float, tokens: int = 64) -> dict[str, Rate]:
+    """Figure 4: ``verify_token`` (with binding and minimum-version checks) vs bare
+    ``Ed25519PublicKey.verify`` over the same tokens' signed bytes."""
+    signer = Ed25519Signer.generate()
+    token_signer = TokenSigner(signer)
+    keys = VerdictKeySet(KeySet([signer.public_key], issuer=ISSUER))
+    from geo.matching import Status
+
+    cases = []
+    raw_cases = []
+    from client.verdict import decode_token
+
+    for k in range(tokens):
+        binding = secrets.token_bytes(32)
+        verdict = issue_verdict(
+            Status.NO_ABNORMALITY if k % 3 else Status.REVIEW_REQUIRED,
+            now=now,
+            issuer=ISSUER,
+            riskset_version=7,
+            bundle_expires_at=now + 86400,
+            binding=binding,
+        )
+        token = token_signer.sign(verdict)
+        cases.append((token, binding))
+        sign1, _ = decode_token(token)
+        raw_cases.append((sign1.signature, sign1.to_be_signed()))
+    public = signer.public_key.key
+    assert isinstance(public, Ed25519PublicKey)
+
+    def verify(case: tuple[str, bytes]) -> object:
+        return verify_token(case[0], keys, now=now, subject_binding=case[1], min_riskset_version=7)
+
+    def raw_verify(case: tuple[bytes, bytes]) -> None:
+        public.verify(case[0], case[1])
+
+    v, r = compare((verify, cases), (raw_verify, raw_cases), rounds=rounds, seconds=seconds)
+    return {"verify_token": v, "raw_verify": r}
