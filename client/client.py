@@ -7,10 +7,11 @@ state). Channel credentials are the caller's choice (plaintext for loopback, TLS
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -93,6 +94,16 @@ class StayCheckClient:
         self.close()
 
 
+T = TypeVar("T")
+
+
+def _batched(items: Iterable[T], n: int) -> Iterator[list[T]]:
+    """Lists of ``n`` items (the last may be shorter); itertools.batched is 3.12+."""
+    iterator = iter(items)
+    while part := list(itertools.islice(iterator, n)):
+        yield part
+
+
 def tls_credentials(
     *, ca: bytes, cert: bytes | None = None, key: bytes | None = None
 ) -> grpc.ChannelCredentials:
@@ -133,27 +144,39 @@ class PartnerClient:
         return response
 
     def verify_verdicts(
-        self, tokens: Iterable[str], *, timeout_s: float | None = None
-    ) -> Iterator[ppb.VerifyVerdictsResponse]:
-        requests = (
-            ppb.VerifyVerdictsRequest(verdict=ppb.VerifyVerdictRequest(token=t)) for t in tokens
-        )
-        return iter(self._stub.VerifyVerdicts(requests, timeout=timeout_s))
+        self, tokens: Iterable[str], *, chunk: int = 64, timeout_s: float | None = None
+    ) -> Iterator[ppb.VerifyVerdictsResult]:
+        """One result per token, in order (``index`` says which); ``chunk`` tokens a message."""
+
+        def requests() -> Iterator[ppb.VerifyVerdictsRequest]:
+            for part in _batched(tokens, chunk):
+                yield ppb.VerifyVerdictsRequest(
+                    verdicts=[ppb.VerifyVerdictRequest(token=t) for t in part]
+                )
+
+        for response in self._stub.VerifyVerdicts(requests(), timeout=timeout_s):
+            yield from response.results
 
     def submit_itineraries(
         self,
         itineraries: Iterable[pb.Itinerary | tuple[pb.Itinerary, bytes]],
         *,
+        chunk: int = 64,
         timeout_s: float | None = None,
-    ) -> Iterator[ppb.SubmitItinerariesResponse]:
-        """One response per itinerary, in order (``index`` says which); lazily streamed."""
+    ) -> Iterator[ppb.ItineraryResult]:
+        """One result per itinerary, in order (``index`` says which); streamed lazily,
+        ``chunk`` itineraries a message."""
 
         def requests() -> Iterator[ppb.SubmitItinerariesRequest]:
-            for item in itineraries:
-                itinerary, binding = item if isinstance(item, tuple) else (item, b"")
-                yield ppb.SubmitItinerariesRequest(itinerary=itinerary, subject_binding=binding)
+            for part in _batched(itineraries, chunk):
+                items = []
+                for item in part:
+                    itinerary, binding = item if isinstance(item, tuple) else (item, b"")
+                    items.append(ppb.ItineraryItem(itinerary=itinerary, subject_binding=binding))
+                yield ppb.SubmitItinerariesRequest(items=items)
 
-        return iter(self._stub.SubmitItineraries(requests(), timeout=timeout_s))
+        for response in self._stub.SubmitItineraries(requests(), timeout=timeout_s):
+            yield from response.results
 
     def close(self) -> None:
         self._channel.close()

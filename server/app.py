@@ -140,12 +140,16 @@ class StayCheckServer:
             interceptor = PartnerAuthInterceptor(
                 load_partners(config.partners_path), clock=monotonic
             )
+            partner_options = [
+                *options[1:],
+                ("grpc.max_receive_message_length", config.partner_max_message_bytes),
+            ]
             self._partner_server = grpc.server(
                 futures.ThreadPoolExecutor(
                     max_workers=config.max_workers, thread_name_prefix="partner"
                 ),
                 interceptors=[*interceptors, interceptor],
-                options=options,
+                options=partner_options,
                 maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             )
             ppb_grpc.add_PartnerVerificationServicer_to_server(

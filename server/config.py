@@ -39,6 +39,8 @@ class ServerConfig:
     """Verdict lifetime, seconds (at most 24 h; never past the bundle's expiry)."""
     max_message_bytes: int = 256 * 1024
     """Largest request accepted, bytes; larger ones get RESOURCE_EXHAUSTED."""
+    partner_max_message_bytes: int = 4 * 1024 * 1024
+    """Largest stream message on the partner listener (one carries many items), bytes."""
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_SIZE
     """Largest bundle file accepted, bytes; checked before it is read."""
     max_workers: int = 16
@@ -146,6 +148,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "workers": ("workers", int),
     "verdict_ttl_s": ("verdict_ttl_s", int),
     "max_message_bytes": ("max_message_bytes", int),
+    "partner_max_message_bytes": ("partner_max_message_bytes", int),
     "max_bundle_bytes": ("max_bundle_bytes", int),
     "max_workers": ("max_workers", int),
     "max_concurrent_rpcs": ("max_concurrent_rpcs", int),

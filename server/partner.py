@@ -1,8 +1,9 @@
 """The ``staycheck.v1.PartnerVerification`` servicer (partner listener only).
 
 ``VerifyVerdict`` gives the offline verifier's result for a token of any issuer in the
-trust store (our own keys always included, rotations too). The streaming calls answer one
-response per request, in order; a bad item gets its own error and the stream goes on.
+trust store (our own keys always included, rotations too). The streaming calls take one or
+more items per message and answer each message with one result per item, in order, with
+the item's position in the stream; a bad item gets its own error and the stream goes on.
 Memory stays bounded: each handler pulls the next request only after its answer has been
 handed to gRPC, whose HTTP/2 flow control then holds the partner back.
 """
@@ -62,28 +63,38 @@ class PartnerVerificationServicer(ppb_grpc.PartnerVerificationServicer):
     def VerifyVerdicts(
         self, requests: Iterator[ppb.VerifyVerdictsRequest], context: grpc.ServicerContext
     ) -> Iterator[ppb.VerifyVerdictsResponse]:
-        for i, request in enumerate(requests):
-            try:
-                if request is UNDECODABLE:
-                    raise UNDECODABLE_ERROR
-                result = self._verify(request.verdict)
-            except Error as e:
-                _, details = status_for(e)
-                result = ppb.VerifyVerdictResponse(valid=False, reason=details)
-            yield ppb.VerifyVerdictsResponse(index=i, result=result)
+        index = 0
+        for request in requests:
+            items = [None] if request is UNDECODABLE else request.verdicts
+            results = []
+            for item in items:
+                try:
+                    if item is None:
+                        raise UNDECODABLE_ERROR
+                    result = self._verify(item)
+                except Error as e:
+                    result = ppb.VerifyVerdictResponse(valid=False, reason=status_for(e)[1])
+                results.append(ppb.VerifyVerdictsResult(index=index, result=result))
+                index += 1
+            yield ppb.VerifyVerdictsResponse(results=results)
 
     def SubmitItineraries(
         self, requests: Iterator[ppb.SubmitItinerariesRequest], context: grpc.ServicerContext
     ) -> Iterator[ppb.SubmitItinerariesResponse]:
-        for i, request in enumerate(requests):
-            try:
-                if request is UNDECODABLE:
-                    raise UNDECODABLE_ERROR
-                verdict = self._core.submit(request.itinerary, request.subject_binding)
-            except Exception as e:  # each item's own error; status_for never echoes values
-                code, details = status_for(e)
-                yield ppb.SubmitItinerariesResponse(
-                    index=i, error=ppb.ItemError(code=code.name, message=details)
-                )
-                continue
-            yield ppb.SubmitItinerariesResponse(index=i, verdict=verdict)
+        """An undecodable message counts as one item, answered with its error."""
+        index = 0
+        for request in requests:
+            items = [None] if request is UNDECODABLE else request.items
+            results = []
+            for item in items:
+                try:
+                    if item is None:
+                        raise UNDECODABLE_ERROR
+                    verdict = self._core.submit(item.itinerary, item.subject_binding)
+                    results.append(ppb.ItineraryResult(index=index, verdict=verdict))
+                except Exception as e:  # each item's own error; status_for never echoes values
+                    code, details = status_for(e)
+                    error = ppb.ItemError(code=code.name, message=details)
+                    results.append(ppb.ItineraryResult(index=index, error=error))
+                index += 1
+            yield ppb.SubmitItinerariesResponse(results=results)

@@ -14,8 +14,9 @@ The TLS layer has already refused callers without a certificate from the partner
 handshake fails, no handler runs). :class:`PartnerAuthInterceptor` then maps the
 certificate's subject alternative names to a partner: a certificate that names no partner,
 or a method the partner lacks, gets PERMISSION_DENIED; a unary call over budget gets
-RESOURCE_EXHAUSTED; the items of a stream are paced to the budget (the stream slows down;
-it fails with RESOURCE_EXHAUSTED only if an item waits longer than ``max_wait_s``).
+RESOURCE_EXHAUSTED; stream messages are paced to the budget by their number of items (the
+stream slows down; it fails with RESOURCE_EXHAUSTED only if a message waits longer than
+``max_wait_s``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ from geo.errors import ConfigurationError
 
 PARTNER_SERVICE = "staycheck.v1.PartnerVerification"
 PARTNER_METHODS = frozenset({"VerifyVerdict", "VerifyVerdicts", "SubmitItineraries"})
+
+
+def _items(request: Any) -> int:
+    """What a stream message costs in the budget: its number of items (at least 1)."""
+    for name in ("items", "verdicts"):
+        items = getattr(request, name, None)
+        if items is not None:
+            return max(1, len(items))
+    return 1
 
 
 @dataclass(frozen=True)
@@ -62,20 +72,24 @@ class TokenBucket:
         self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
         self._last = now
 
-    def take(self) -> bool:
-        """Take a token if one is there."""
+    def take(self, n: float = 1) -> bool:
+        """Take ``n`` tokens if they are there. More than the burst can never be there at
+        once: then a full bucket is enough and the rest is borrowed (the bucket goes
+        negative, so later requests wait for it)."""
+        need = min(n, self._burst)
         with self._lock:
             self._refill()
-            if self._tokens >= 1:
-                self._tokens -= 1
+            if self._tokens >= need:
+                self._tokens -= n
                 return True
             return False
 
-    def wait_time(self) -> float:
-        """Seconds until a token will be there (0 if one is)."""
+    def wait_time(self, n: float = 1) -> float:
+        """Seconds until ``n`` tokens (at most a full bucket) will be there (0 if they are)."""
+        need = min(n, self._burst)
         with self._lock:
             self._refill()
-            return max(0.0, (1 - self._tokens) / self._rate)
+            return max(0.0, (need - self._tokens) / self._rate)
 
 
 def load_partners(path: pathlib.Path) -> dict[str, Partner]:
@@ -155,9 +169,10 @@ class PartnerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     ) -> Iterator[Any]:
         bucket = self._buckets[identity]
         for request in requests:
+            cost = _items(request)
             waited = 0.0
-            while not bucket.take():
-                delay = bucket.wait_time()
+            while not bucket.take(cost):
+                delay = bucket.wait_time(cost)
                 if waited + delay > self._max_wait_s:
                     context.abort(
                         grpc.StatusCode.RESOURCE_EXHAUSTED, "partner request budget exceeded"

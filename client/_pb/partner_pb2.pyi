@@ -3,9 +3,11 @@
 isort:skip_file
 Calls for partner provinces, served only on the mutual-TLS partner listener."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from . import verification_pb2 as _verification_pb2
 import builtins as _builtins
 import sys
@@ -93,19 +95,23 @@ Global___VerifyVerdictResponse: _TypeAlias = VerifyVerdictResponse  # noqa: Y015
 
 @_typing.final
 class VerifyVerdictsRequest(_message.Message):
+    """A stream message carries one or more items (up to the 4 MiB message limit of the partner
+    listener): many items per message spread gRPC's per-message cost over them.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    VERDICT_FIELD_NUMBER: _builtins.int
+    VERDICTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def verdict(self) -> Global___VerifyVerdictRequest: ...
+    def verdicts(self) -> _containers.RepeatedCompositeFieldContainer[Global___VerifyVerdictRequest]: ...
     def __init__(
         self,
         *,
-        verdict: Global___VerifyVerdictRequest | None = ...,
+        verdicts: _abc.Iterable[Global___VerifyVerdictRequest] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["verdict", b"verdict"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["verdicts", b"verdicts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -115,10 +121,32 @@ Global___VerifyVerdictsRequest: _TypeAlias = VerifyVerdictsRequest  # noqa: Y015
 class VerifyVerdictsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___VerifyVerdictsResult]:
+        """One result per item of the matching request message, in order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___VerifyVerdictsResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyVerdictsResponse: _TypeAlias = VerifyVerdictsResponse  # noqa: Y015
+
+@_typing.final
+class VerifyVerdictsResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
     INDEX_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     index: _builtins.int
-    """Position of the request in the stream, from 0."""
+    """Position of the item in the whole stream, from 0."""
     @_builtins.property
     def result(self) -> Global___VerifyVerdictResponse: ...
     def __init__(
@@ -133,10 +161,30 @@ class VerifyVerdictsResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___VerifyVerdictsResponse: _TypeAlias = VerifyVerdictsResponse  # noqa: Y015
+Global___VerifyVerdictsResult: _TypeAlias = VerifyVerdictsResult  # noqa: Y015
 
 @_typing.final
 class SubmitItinerariesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItineraryItem]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___ItineraryItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitItinerariesRequest: _TypeAlias = SubmitItinerariesRequest  # noqa: Y015
+
+@_typing.final
+class ItineraryItem(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ITINERARY_FIELD_NUMBER: _builtins.int
@@ -156,7 +204,7 @@ class SubmitItinerariesRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___SubmitItinerariesRequest: _TypeAlias = SubmitItinerariesRequest  # noqa: Y015
+Global___ItineraryItem: _TypeAlias = ItineraryItem  # noqa: Y015
 
 @_typing.final
 class ItemError(_message.Message):
@@ -188,11 +236,33 @@ Global___ItemError: _TypeAlias = ItemError  # noqa: Y015
 class SubmitItinerariesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItineraryResult]:
+        """One result per item of the matching request message, in order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___ItineraryResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitItinerariesResponse: _TypeAlias = SubmitItinerariesResponse  # noqa: Y015
+
+@_typing.final
+class ItineraryResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
     INDEX_FIELD_NUMBER: _builtins.int
     VERDICT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     index: _builtins.int
-    """Position of the request in the stream, from 0."""
+    """Position of the item in the whole stream, from 0."""
     @_builtins.property
     def verdict(self) -> _verification_pb2.SubmitItineraryResponse: ...
     @_builtins.property
@@ -212,4 +282,4 @@ class SubmitItinerariesResponse(_message.Message):
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
 
-Global___SubmitItinerariesResponse: _TypeAlias = SubmitItinerariesResponse  # noqa: Y015
+Global___ItineraryResult: _TypeAlias = ItineraryResult  # noqa: Y015

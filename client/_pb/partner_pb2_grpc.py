@@ -62,15 +62,15 @@ class PartnerVerificationServicer:
         raise NotImplementedError('Method not implemented!')
 
     def VerifyVerdicts(self, request_iterator, context):
-        """Bulk VerifyVerdict: one response per request, in order.
+        """Bulk VerifyVerdict: one result per item, in order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SubmitItineraries(self, request_iterator, context):
-        """Bulk SubmitItinerary for a partner's residents: one response per request, in order;
-        a bad item gets its own error and the stream goes on.
+        """Bulk SubmitItinerary for a partner's residents: one result per item, in order; a bad
+        item gets its own error and the stream goes on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

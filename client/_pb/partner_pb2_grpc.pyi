@@ -34,10 +34,10 @@ class PartnerVerificationStub:
     VerifyVerdict: _grpc.UnaryUnaryMultiCallable[_partner_pb2.VerifyVerdictRequest, _partner_pb2.VerifyVerdictResponse]
     """Check a token online; for partners that do not hold the issuer's keys."""
     VerifyVerdicts: _grpc.StreamStreamMultiCallable[_partner_pb2.VerifyVerdictsRequest, _partner_pb2.VerifyVerdictsResponse]
-    """Bulk VerifyVerdict: one response per request, in order."""
+    """Bulk VerifyVerdict: one result per item, in order."""
     SubmitItineraries: _grpc.StreamStreamMultiCallable[_partner_pb2.SubmitItinerariesRequest, _partner_pb2.SubmitItinerariesResponse]
-    """Bulk SubmitItinerary for a partner's residents: one response per request, in order;
-    a bad item gets its own error and the stream goes on.
+    """Bulk SubmitItinerary for a partner's residents: one result per item, in order; a bad
+    item gets its own error and the stream goes on.
     """
 
 @_typing.type_check_only
@@ -46,10 +46,10 @@ class PartnerVerificationAsyncStub(PartnerVerificationStub):
     VerifyVerdict: _aio.UnaryUnaryMultiCallable[_partner_pb2.VerifyVerdictRequest, _partner_pb2.VerifyVerdictResponse]  # type: ignore[assignment]
     """Check a token online; for partners that do not hold the issuer's keys."""
     VerifyVerdicts: _aio.StreamStreamMultiCallable[_partner_pb2.VerifyVerdictsRequest, _partner_pb2.VerifyVerdictsResponse]  # type: ignore[assignment]
-    """Bulk VerifyVerdict: one response per request, in order."""
+    """Bulk VerifyVerdict: one result per item, in order."""
     SubmitItineraries: _aio.StreamStreamMultiCallable[_partner_pb2.SubmitItinerariesRequest, _partner_pb2.SubmitItinerariesResponse]  # type: ignore[assignment]
-    """Bulk SubmitItinerary for a partner's residents: one response per request, in order;
-    a bad item gets its own error and the stream goes on.
+    """Bulk SubmitItinerary for a partner's residents: one result per item, in order; a bad
+    item gets its own error and the stream goes on.
     """
 
 class PartnerVerificationServicer(metaclass=_abc_1.ABCMeta):
@@ -67,7 +67,7 @@ class PartnerVerificationServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_partner_pb2.VerifyVerdictsRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_partner_pb2.VerifyVerdictsResponse], _abc.AsyncIterator[_partner_pb2.VerifyVerdictsResponse]]:
-        """Bulk VerifyVerdict: one response per request, in order."""
+        """Bulk VerifyVerdict: one result per item, in order."""
 
     @_abc_1.abstractmethod
     def SubmitItineraries(
@@ -75,8 +75,8 @@ class PartnerVerificationServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_partner_pb2.SubmitItinerariesRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_partner_pb2.SubmitItinerariesResponse], _abc.AsyncIterator[_partner_pb2.SubmitItinerariesResponse]]:
-        """Bulk SubmitItinerary for a partner's residents: one response per request, in order;
-        a bad item gets its own error and the stream goes on.
+        """Bulk SubmitItinerary for a partner's residents: one result per item, in order; a bad
+        item gets its own error and the stream goes on.
         """
 
 def add_PartnerVerificationServicer_to_server(servicer: PartnerVerificationServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -238,7 +238,8 @@ def test_no_client_certificate_fails_the_handshake(beijing, tianjin):
         )
         assert rpc_code(
             lambda: stub.SubmitItineraries(
-                iter([ppb.SubmitItinerariesRequest(itinerary=CLEAN)]), timeout=5
+                iter([ppb.SubmitItinerariesRequest(items=[ppb.ItineraryItem(itinerary=CLEAN)])]),
+                timeout=5,
             )
         ) == (grpc.StatusCode.UNAVAILABLE)
     # No handler runs: even the health service, which no interceptor guards, is unreachable.
@@ -381,7 +382,8 @@ def test_unknown_but_ca_signed_partner_is_permission_denied(beijing, make_cert):
         )
         assert rpc_code(
             lambda: stub.SubmitItineraries(
-                iter([ppb.SubmitItinerariesRequest(itinerary=CLEAN)]), timeout=5
+                iter([ppb.SubmitItinerariesRequest(items=[ppb.ItineraryItem(itinerary=CLEAN)])]),
+                timeout=5,
             )
         ) == (grpc.StatusCode.PERMISSION_DENIED)
     # The handshake itself succeeded (same CA): the health service answers.
@@ -434,7 +436,10 @@ def test_partner_services_are_not_served_on_the_public_listener(beijing, tianjin
             )
             assert rpc_code(
                 lambda: stub.SubmitItineraries(
-                    iter([ppb.SubmitItinerariesRequest(itinerary=CLEAN)]), timeout=5
+                    iter(
+                        [ppb.SubmitItinerariesRequest(items=[ppb.ItineraryItem(itinerary=CLEAN)])]
+                    ),
+                    timeout=5,
                 )
             ) == (grpc.StatusCode.UNIMPLEMENTED)
     with grpc.secure_channel(beijing.public_target, beijing.pki.credentials()) as ch:
@@ -821,3 +826,32 @@ def test_keys_rotate_cli_on_a_stopped_state_dir(tmp_path):
     reloaded.load_or_create(now=int(time.time()))
     assert reloaded.active_kid == new_kid
     assert reloaded.token_signer().kid.hex() == new_kid
+
+
+def test_stream_messages_carry_many_items_and_indexes_run_across_them(beijing, tianjin):
+    """Each message is answered by one message with one result per item, in order; the
+    index is the item's position in the whole stream; an undecodable message counts as one
+    item with its own error and the stream goes on."""
+    bad = itinerary(stay("120100", NOW - 2 * DAY, NOW - 3 * DAY, (TJ_LAT, TJ_LON)))
+    first = ppb.SubmitItinerariesRequest(
+        items=[ppb.ItineraryItem(itinerary=it) for it in (CLEAN, bad, RISKY)]
+    )
+    second = ppb.SubmitItinerariesRequest(items=[ppb.ItineraryItem(itinerary=RISKY)])
+    with grpc.secure_channel(beijing.partner_target, beijing.pki.credentials(tianjin)) as ch:
+        raw = ch.stream_stream(
+            "/staycheck.v1.PartnerVerification/SubmitItineraries",
+            request_serializer=lambda b: b,
+            response_deserializer=ppb.SubmitItinerariesResponse.FromString,
+        )
+        messages = [first.SerializeToString(), b"\xff\xff", second.SerializeToString()]
+        responses = list(raw(iter(messages), timeout=30))
+    assert [len(r.results) for r in responses] == [3, 1, 1]
+    results = [x for r in responses for x in r.results]
+    assert [x.index for x in results] == [0, 1, 2, 3, 4]
+    assert results[0].verdict.status == int(Status.NO_ABNORMALITY)
+    assert results[1].error.code == "INVALID_ARGUMENT"
+    assert results[1].error.message == "stays[0].departure: must be after arrival"
+    assert results[2].verdict.status == int(Status.REVIEW_REQUIRED)
+    assert results[3].error.code == "INVALID_ARGUMENT"
+    assert results[3].error.message.startswith("request: not a valid protobuf message")
+    assert results[4].verdict.status == int(Status.REVIEW_REQUIRED)
