@@ -118,7 +118,7 @@ def stage_table(bundle: Any, requests: list[pb.SubmitItineraryRequest], now: int
 
     def located_arrays(c: list[Any]) -> Any:
         located = [x for x in c if x[0].location is not None]
-        coords = np.array([x[0].location for x in located], dtype=np.float64)
+        coords = np.array([x[0].location[::-1] for x in located], dtype=np.float64)
         starts = np.array([x[1] for x in located], dtype=np.int64)
         ends = np.array([x[2] for x in located], dtype=np.int64)
         return coords, starts, ends
@@ -128,7 +128,7 @@ def stage_table(bundle: Any, requests: list[pb.SubmitItineraryRequest], now: int
 
     def point_hit(a: Any) -> bool:
         coords, starts, ends = a
-        return bool(index.any_point_hit(coords[:, 0], coords[:, 1], starts, ends))
+        return bool(index.any_point_hit(coords, starts, ends))
 
     def city_hits(c: list[Any]) -> bool:
         return any(index.any_city_hit(s.city_code, st, en) for s, st, en in c if s.location is None)

@@ -112,7 +112,9 @@ class TokenSigner:
         self._framer = cose.Sign1Framer(protected)
 
     def sign(self, verdict: Verdict) -> str:
-        payload = cbor2.dumps(verdict.claims(), canonical=True)
+        # claims() lists keys in deterministic order already (RFC 8949 4.2.1: 1, 4, 6, 7,
+        # then -65537, whose head is longer), so plain encoding gives the canonical bytes.
+        payload = cbor2.dumps(verdict.claims())
         signature = self._signer.sign(self._framer.to_be_signed(payload))
         return TOKEN_PREFIX + b45encode(self._framer.message(payload, signature))
 

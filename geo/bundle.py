@@ -135,15 +135,16 @@ class RiskIndex:
 
     def any_point_hit(
         self,
-        lats: npt.NDArray[np.float64],
-        lons: npt.NDArray[np.float64],
+        lonlat: npt.NDArray[np.float64],
         starts: npt.NDArray[np.int64],
         ends: npt.NDArray[np.int64],
     ) -> bool:
-        """True if a point lies in (or within tolerance of) an area active in its interval."""
-        if not len(self._geometries) or not len(lats):
+        """True if a point (rows of ``lonlat``: longitude, latitude) lies in (or within
+        tolerance of) an area active at some time of its interval ``[starts, ends)``."""
+        if not len(self._geometries) or not len(lonlat):
             return False
-        points = shapely.points(lons, lats)
+        points = shapely.points(lonlat)
+        lats, lons = lonlat[:, 1], lonlat[:, 0]
         if self._tolerance_m > 0:
             radius = geodesy.search_radius_deg(lats, self._tolerance_m)
             pairs = self._tree.query(points, predicate="dwithin", distance=radius)

@@ -72,14 +72,15 @@ def evaluate(stays: Sequence[Stay], bundle: RiskAreaBundle, *, now: int) -> Stat
     if not candidates:
         return Status.NO_ABNORMALITY
     index = bundle.index
-    located = [c for c in candidates if c[0].location is not None]
+    located = [(c, c[0].location) for c in candidates if c[0].location is not None]
     for stay, start, end in candidates:
         if stay.location is None and index.any_city_hit(stay.city_code, start, end):
             return Status.REVIEW_REQUIRED
     if located:
-        coords = np.array([c[0].location for c in located], dtype=np.float64)
-        starts = np.array([c[1] for c in located], dtype=np.int64)
-        ends = np.array([c[2] for c in located], dtype=np.int64)
-        if index.any_point_hit(coords[:, 0], coords[:, 1], starts, ends):
+        # (longitude, latitude) rows: the order of GeoJSON and of the index.
+        coords = np.array([(lon, lat) for _, (lat, lon) in located], dtype=np.float64)
+        starts = np.array([c[1] for c, _ in located], dtype=np.int64)
+        ends = np.array([c[2] for c, _ in located], dtype=np.int64)
+        if index.any_point_hit(coords, starts, ends):
             return Status.REVIEW_REQUIRED
     return Status.NO_ABNORMALITY

@@ -30,3 +30,22 @@ def test_framer_matches_the_plain_encoding(size):
 def test_bstr_header_is_the_shortest_cbor_head(length, head):
     # RFC 8949 3.1: major type 2; lengths < 24 inline, then 1, 2, 4-byte arguments.
     assert cose.bstr_header(length) == head
+
+
+@pytest.mark.parametrize("binding", [b"", bytes(range(32))])
+def test_verdict_claims_are_encoded_deterministically(binding):
+    # Signing encodes the claims without cbor2's canonical mode, relying on their order;
+    # the bytes must be those of RFC 8949 section 4.2.1 deterministic encoding.
+    from client.verdict import issue_verdict
+    from geo.matching import Status
+
+    verdict = issue_verdict(
+        Status.REVIEW_REQUIRED,
+        now=1_795_000_123,
+        issuer="110000",
+        riskset_version=2**40,
+        bundle_expires_at=1_795_100_000,
+        binding=binding,
+    )
+    claims = verdict.claims()
+    assert cbor2.dumps(claims) == cbor2.dumps(claims, canonical=True)
