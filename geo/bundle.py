@@ -186,6 +186,8 @@ class RiskAreaBundle:
     digest: str
     """SHA-256 (hex) of the signed file this came from."""
     index: RiskIndex = field(repr=False, compare=False)
+    signed_by: str = ""
+    """Key id (hex) of the authority key whose signature was verified."""
 
     @classmethod
     def from_payload(cls, payload: bytes, *, digest: str) -> RiskAreaBundle:

@@ -5,9 +5,11 @@
 - it is a COSE_Sign1 with the bundle content type, signed by a trusted authority key;
 - its payload is a well-formed bundle (``geo.bundle``);
 - its version is higher than the one in use and than the floor remembered from earlier
-  runs (a lower one raises :class:`BadVersionError`, an equal one
-  :class:`EqualVersionError`), except that the very bundle the floor was recorded for
-  (same version, same digest) is accepted again after a restart;
+  runs: a lower one raises :class:`BadVersionError`, an equal one
+  :class:`EqualVersionError`, except that the very bundle the floor was recorded for
+  (same version, same digest) is accepted again after a restart. The floor holds for one
+  authority key: a new authority key starts a new sequence, which is the recovery path
+  after a fast-forward attack (a stolen key signing a huge version);
 - it was not issued in the future (beyond ``max_skew_s``) and has not expired.
 
 A refused bundle changes nothing: the last trusted bundle stays in use. File and network I/O
@@ -16,6 +18,7 @@ are not handled here, nor is remembering the floor (the server's state dir does 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -49,22 +52,27 @@ def open_bundle(
     if sign1.protected.get(cose.HEADER_CONTENT_TYPE) != BUNDLE_CONTENT_TYPE:
         raise MalformedError("bundle: wrong content type (not a risk-area bundle)")
     # Authority keys carry no validity window; the bundle's own dates bound it.
-    keys.verify(
+    key = keys.verify(
         key_id=sign1.kid,
         signature=sign1.signature,
         data=sign1.to_be_signed(),
         at=0,
         alg=sign1.alg if sign1.alg is not None else -1,
     )
-    return RiskAreaBundle.from_payload(sign1.payload, digest=hashlib.sha256(data).hexdigest())
+    bundle = RiskAreaBundle.from_payload(sign1.payload, digest=hashlib.sha256(data).hexdigest())
+    return dataclasses.replace(bundle, signed_by=key.kid.hex())
 
 
 @dataclass(frozen=True)
 class VersionFloor:
-    """The highest version accepted so far and the digest of that bundle file."""
+    """The highest version accepted so far, the digest of that bundle file, and the
+    authority key that signed it. Versions are a sequence per authority key: when the
+    authority rotates its key (as it must after a compromise, e.g. after a fast-forward
+    attack signed a huge version), bundles of the new key start their own sequence."""
 
     version: int = 0
     digest: str = ""
+    signed_by: str = ""
 
 
 class TrustedBundleSet:
@@ -92,6 +100,8 @@ class TrustedBundleSet:
         """Accept ``data`` as the bundle in use, or raise and keep the current one."""
         bundle = open_bundle(data, self._keys, max_size=self._max_size)
         floor = self._floor
+        if floor.signed_by and floor.signed_by != bundle.signed_by:
+            floor = VersionFloor()  # another authority key: its own version sequence
         same_as_floor = bundle.version == floor.version and bundle.digest == floor.digest
         if self.current is not None and bundle.version == self.current.version:
             raise EqualVersionError(f"bundle version {bundle.version} is already in use")
@@ -110,5 +120,5 @@ class TrustedBundleSet:
         if bundle.expires_at <= now:
             raise ExpiredError("bundle has expired")
         self.current = bundle
-        self._floor = VersionFloor(bundle.version, bundle.digest)
+        self._floor = VersionFloor(bundle.version, bundle.digest, bundle.signed_by)
         return bundle

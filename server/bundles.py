@@ -72,9 +72,12 @@ class BundleManager:
         except (OSError, ValueError) as e:
             raise ConfigurationError(f"{self.floor_path}: unreadable") from e
         version, digest = obj.get("version"), obj.get("digest")
+        signed_by = obj.get("signed_by", "")
         if type(version) is not int or not isinstance(digest, str):
             raise ConfigurationError(f"{self.floor_path}: version and digest required")
-        return VersionFloor(version, digest)
+        if not isinstance(signed_by, str):
+            raise ConfigurationError(f"{self.floor_path}: signed_by must be text")
+        return VersionFloor(version, digest, signed_by)
 
     @property
     def current(self) -> RiskAreaBundle | None:
@@ -117,7 +120,13 @@ class BundleManager:
                 return ReloadResult(False, str(e))
             atomic_write(
                 self.floor_path,
-                json.dumps({"version": bundle.version, "digest": bundle.digest}).encode(),
+                json.dumps(
+                    {
+                        "version": bundle.version,
+                        "digest": bundle.digest,
+                        "signed_by": bundle.signed_by,
+                    }
+                ).encode(),
                 mode=0o600,
             )
             log.info("bundle accepted: version %d, %d areas", bundle.version, bundle.area_count)

@@ -228,7 +228,7 @@ def assert_unchanged(tset: TrustedBundleSet, base: bytes) -> None:
     assert tset.current is not None
     assert tset.current.version == BASE_VERSION
     assert tset.current.digest == sha256_hex(base)
-    assert tset.floor == VersionFloor(BASE_VERSION, sha256_hex(base))
+    assert tset.floor == VersionFloor(BASE_VERSION, sha256_hex(base), tset.current.signed_by)
 
 
 @pytest.mark.parametrize(
@@ -306,7 +306,8 @@ def test_higher_version_is_accepted_and_moves_the_floor(authority, trusted):
     assert bundle is tset.current
     assert bundle.version == NEXT
     assert bundle.digest == sha256_hex(data)
-    assert tset.floor == VersionFloor(NEXT, sha256_hex(data))
+    assert tset.floor == VersionFloor(NEXT, sha256_hex(data), authority.kid.hex())
+    assert bundle.signed_by == authority.kid.hex()
 
 
 def test_first_bundle_accepted_by_an_empty_set(authority):
@@ -369,7 +370,7 @@ def test_oversized_data_is_refused_before_parsing(authority, trusted, monkeypatc
 @pytest.fixture
 def floor5(authority: Ed25519Signer) -> tuple[bytes, VersionFloor]:
     v5 = spec_bundle(authority, version=5)
-    return v5, VersionFloor(5, sha256_hex(v5))
+    return v5, VersionFloor(5, sha256_hex(v5), authority.kid.hex())
 
 
 def test_floor_refuses_a_lower_version(authority, floor5):
@@ -409,7 +410,7 @@ def test_floor_accepts_a_higher_version(authority, floor5):
     v6 = spec_bundle(authority, version=6)
     fresh = TrustedBundleSet(authority_keys(authority), floor=floor)
     assert fresh.update(v6, now=NOW).version == 6
-    assert fresh.floor == VersionFloor(6, sha256_hex(v6))
+    assert fresh.floor == VersionFloor(6, sha256_hex(v6), authority.kid.hex())
     # After the restart case too.
     restarted = TrustedBundleSet(authority_keys(authority), floor=floor)
     restarted.update(v5, now=NOW)
@@ -708,3 +709,12 @@ def test_signed_bundle_helper_matches_the_hand_built_layout(authority):
     data = signed_bundle(authority, [])
     protected = cbor2.loads(cbor2.loads(data).value[0])
     assert protected == {1: -8, 3: BUNDLE_CONTENT_TYPE, 4: authority.kid}
+
+
+def test_floor_of_another_authority_key_does_not_apply(authority):
+    # Versions are a sequence per authority key: after a key rotation (the recovery from a
+    # fast-forward attack) the new key's bundles start over.
+    old = Ed25519Signer.generate()
+    stale_floor = VersionFloor(2**64 - 1, "ab" * 32, old.kid.hex())
+    tset = TrustedBundleSet(authority_keys(authority), floor=stale_floor)
+    assert tset.update(spec_bundle(authority, version=1), now=NOW).version == 1

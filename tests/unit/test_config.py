@@ -1,0 +1,112 @@
+"""Server configuration: one TOML file, STAYCHECK_* environment overrides, flags; flags win,
+then the environment, then the file, then the documented defaults (issue 6)."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from geo.errors import ConfigurationError
+from server.config import KEYS, ServerConfig, build_config, effective
+
+NO_ISSUER = {
+    "listen": "127.0.0.1:0",
+    "bundle": "/srv/bundle.cose",
+    "authority_key": "/etc/staycheck/authority.pub",
+    "state_dir": "/var/lib/staycheck",
+}
+BASE = {
+    "listen": "127.0.0.1:0",
+    "bundle": "/srv/bundle.cose",
+    "authority_key": "/etc/staycheck/authority.pub",
+    "state_dir": "/var/lib/staycheck",
+    "issuer": "110000",
+}
+
+
+def test_defaults_come_from_the_dataclass():
+    config = build_config(file=BASE)
+    assert config.workers == 1 and config.max_message_bytes == 256 * 1024
+    assert config.metrics_listen is None and config.access_log is False
+    assert config.bundle_path == pathlib.Path("/srv/bundle.cose")
+    assert config.limits.max_stays == 1000
+
+
+def test_precedence_flags_over_environment_over_file():
+    file = {**BASE, "log_level": "warning", "max_stays": 500, "grace_s": 3}
+    env = {"STAYCHECK_LOG_LEVEL": "error", "STAYCHECK_MAX_STAYS": "400", "HOME": "/root"}
+    flags = {"log_level": "debug", "access_log": None}
+    config = build_config(file=file, env=env, flags=flags)
+    assert config.log_level == "debug"  # flag
+    assert config.limits.max_stays == 400  # environment over file
+    assert config.grace_s == 3.0  # file
+    assert config.access_log is False  # a flag not given changes nothing
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("1", True), ("true", True), ("on", True), ("0", False), ("no", False)]
+)
+def test_environment_booleans(value, expected):
+    config = build_config(file=BASE, env={"STAYCHECK_ACCESS_LOG": value})
+    assert config.access_log is expected
+
+
+@pytest.mark.parametrize(
+    ("file", "env", "message"),
+    [
+        ({**BASE, "lisen": "x"}, {}, "unknown key 'lisen'"),
+        (BASE, {"STAYCHECK_LISEN": "x"}, "unknown variable STAYCHECK_LISEN"),
+        ({**BASE, "workers": "two"}, {}, "workers: must be int"),
+        ({**BASE, "workers": True}, {}, "workers: must be int"),
+        (BASE, {"STAYCHECK_GRACE_S": "soon"}, "grace_s: must be float"),
+        (NO_ISSUER, {}, "missing required setting(s): issuer"),
+        ({**BASE, "issuer": "110100"}, {}, "issuer: must be a six-digit province code"),
+        ({**BASE, "listen": "0.0.0.0:50051"}, {}, "refusing plaintext on a non-loopback"),
+        ({**BASE, "log_level": "loud"}, {}, "log_level"),
+        ({**BASE, "partner_listen": "127.0.0.1:0"}, {}, "partner_listen: needs"),
+    ],
+)  # fmt: skip
+def test_refusals_name_the_setting(file, env, message):
+    with pytest.raises(ConfigurationError) as e:
+        build_config(file=file, env=env)
+    assert message in str(e.value)
+
+
+def test_insecure_allows_plaintext_elsewhere():
+    config = build_config(file={**BASE, "listen": "0.0.0.0:50051", "insecure": True})
+    assert config.insecure is True
+
+
+def test_every_key_maps_to_a_config_field_and_back():
+    config = build_config(file=BASE)
+    out = effective(config)
+    assert set(out) == set(KEYS)
+    # The effective configuration is itself a valid configuration file.
+    again = build_config(file={k: v for k, v in out.items() if v is not None})
+    assert again == config
+    fields = set(ServerConfig.__dataclass_fields__)
+    assert {f for f, _ in KEYS.values() if "." not in f} <= fields
+
+
+def test_config_check_cli(tmp_path):
+    path = tmp_path / "staycheck.toml"
+    path.write_text("\n".join(f'{k} = "{v}"' for k, v in BASE.items()) + "\nworkers = 3\n", "utf-8")
+    staycheck = str(pathlib.Path(sys.executable).parent / "staycheck")
+    ok = subprocess.run(
+        [staycheck, "config", "check", str(path)],
+        capture_output=True,
+        text=True,
+        env={"STAYCHECK_MAX_STAYS": "200", "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert '"workers": 3' in ok.stdout and '"max_stays": 200' in ok.stdout
+    path.write_text('listen = "127.0.0.1:0"\n', "utf-8")
+    bad = subprocess.run(
+        [staycheck, "config", "check", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2
+    assert "missing required setting(s): bundle, authority_key, state_dir, issuer" in bad.stderr
