@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import pathlib
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from server.bundles import BundleManager, ReloadResult
 from server.config import ServerConfig
 from server.errors import DecodeGuard
 from server.keystore import VerdictKeyStore
+from server.logs import say
 from server.metrics import Metrics, ObservingInterceptor
 from server.partner import PartnerVerificationServicer
 from server.partners import PartnerAuthInterceptor, load_partners
@@ -313,13 +313,13 @@ def run(config: ServerConfig) -> int:
     state = f"bundle version {bundle.version}" if bundle else "no valid bundle: NOT_SERVING"
     host = config.listen.rsplit(":", 1)[0]
     tls = "TLS" if config.tls else "plaintext"
-    print(f"serving on {host}:{port} ({tls}, {state})", flush=True)
+    say(f"serving on {host}:{port} ({tls}, {state})")
     _print_side_ports(config, server)
     while not done.wait(0.5):
         pass
     log.info("stopping: finishing in-flight calls")
     server.stop()
-    print("stopped", file=sys.stderr, flush=True)
+    say("stopped", err=True)
     return 0
 
 
@@ -335,10 +335,10 @@ def _install_signals(server: StayCheckServer, done: threading.Event) -> None:
 def _print_side_ports(config: ServerConfig, server: StayCheckServer, prefix: str = "") -> None:
     if config.partner_listen is not None:
         phost = config.partner_listen.rsplit(":", 1)[0]
-        print(f"{prefix}partners on {phost}:{server.partner_port} (mutual TLS)", flush=True)
+        say(f"{prefix}partners on {phost}:{server.partner_port} (mutual TLS)")
     if config.metrics_listen is not None:
         mhost = config.metrics_listen.rsplit(":", 1)[0]
-        print(f"{prefix}metrics on http://{mhost}:{server.metrics_port}/metrics", flush=True)
+        say(f"{prefix}metrics on http://{mhost}:{server.metrics_port}/metrics")
 
 
 def run_worker(config: ServerConfig, *, index: int, ready: Callable[[], None]) -> int:

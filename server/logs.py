@@ -61,3 +61,11 @@ def setup(level: str = "info", fmt: str = "auto") -> None:
     # gRPC's own "Exception calling application" lines would carry exception messages; our
     # handlers never let an exception escape, and this keeps it so if one ever did.
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+
+
+def say(text: str, *, err: bool = False) -> None:
+    """One line to stdout (or stderr) in a single write, so that lines printed by several
+    threads or worker processes sharing the stream never interleave."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + "\n")
+    stream.flush()

@@ -22,13 +22,13 @@ import os
 import select
 import signal
 import socket
-import sys
 import time
 from types import FrameType
 
 from geo.errors import ConfigurationError
 from server.config import ServerConfig
 from server.keystore import VerdictKeyStore
+from server.logs import say
 
 READY_TIMEOUT_S = 60.0
 
@@ -88,7 +88,7 @@ def supervise(config: ServerConfig) -> int:
                     ready=lambda: _signal_ready(ready_w),
                 )
             except BaseException as e:  # report the type only; never let it escape the fork
-                print(f"worker {index}: failed: {type(e).__name__}: {e}", file=sys.stderr)
+                say(f"worker {index}: failed: {type(e).__name__}: {e}", err=True)
             finally:
                 os._exit(code)
         children[pid] = index
@@ -113,13 +113,13 @@ def supervise(config: ServerConfig) -> int:
         if remaining <= 0 or _reap(children, block=False) or stopping:
             forward(signal.SIGTERM, None)
             _wait_all(children)
-            print("staycheck: a worker failed to start", file=sys.stderr)
+            say("staycheck: a worker failed to start", err=True)
             return 1
         readable, _, _ = select.select([ready_r], [], [], min(remaining, 0.5))
         if readable:
             ready += len(os.read(ready_r, 64))
     tls = "TLS" if config.tls else "plaintext"
-    print(f"serving on {listen} ({tls}, {config.workers} workers)", flush=True)
+    say(f"serving on {listen} ({tls}, {config.workers} workers)")
 
     last_restart = 0.0
     while not stopping:
@@ -127,14 +127,14 @@ def supervise(config: ServerConfig) -> int:
             wait = max(0.0, last_restart + 1.0 - time.monotonic())
             time.sleep(wait)
             last_restart = time.monotonic()
-            print(f"worker {index} exited; restarting it", file=sys.stderr, flush=True)
+            say(f"worker {index} exited; restarting it", err=True)
             spawn(index)
         if not stopping and select.select([ready_r], [], [], 0.5)[0]:
             os.read(ready_r, 64)  # a restarted worker is ready
     _wait_all(children)
     for s in reserved:
         s.close()
-    print("stopped", file=sys.stderr, flush=True)
+    say("stopped", err=True)
     return 0
 
 
