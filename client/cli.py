@@ -617,7 +617,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", action="store_true", help="one log line per call (no body)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["json", "text", "auto"])
-    p.add_argument("--workers", type=int, metavar="N", help="processes sharing the port")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes sharing the port (default 1; 0: one per core)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("submit", help="submit an itinerary, print the verdict")

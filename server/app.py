@@ -18,7 +18,9 @@ calls finish).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import pathlib
 import signal
 import threading
@@ -301,6 +303,8 @@ def run(config: ServerConfig) -> int:
     """Serve until SIGTERM/SIGINT. Prints ``serving on HOST:PORT`` once ready. With
     ``workers > 1`` a supervisor runs that many processes sharing the port
     (``server.workers``)."""
+    if config.workers == 0:
+        config = dataclasses.replace(config, workers=os.cpu_count() or 1)
     if config.workers > 1:
         from server.workers import supervise
 

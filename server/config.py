@@ -78,7 +78,9 @@ class ServerConfig:
     log_format: str = "auto"
     """json, text, or auto (text on a terminal, JSON otherwise)."""
     workers: int = 1
-    """Processes sharing the port (SO_REUSEPORT), each with its own index."""
+    """Processes sharing the port (SO_REUSEPORT), each with its own index; 0: one per core.
+    The default is one: on Kubernetes, scale pods, not processes (docs/deploy.md); on a VM,
+    give 0."""
 
     @property
     def tls(self) -> bool:
@@ -102,8 +104,8 @@ class ServerConfig:
             raise ConfigurationError("log_level: debug, info, warning or error")
         if self.log_format not in ("json", "text", "auto"):
             raise ConfigurationError("log_format: json, text or auto")
-        if not 1 <= self.workers <= 64:
-            raise ConfigurationError("workers: must be within 1-64")
+        if not 0 <= self.workers <= 64:
+            raise ConfigurationError("workers: must be within 0-64 (0: one per core)")
         if self.max_workers < 1 or self.max_concurrent_rpcs < 1 or self.max_message_bytes < 1024:
             raise ConfigurationError("max_workers, max_concurrent_rpcs, max_message_bytes: too low")
         if self.partner_listen is not None:

@@ -164,3 +164,31 @@ def test_sigterm_stops_every_worker(workers):
             not pathlib.Path(f"/proc/{kid}").exists()
             or "Z" in pathlib.Path(f"/proc/{kid}/stat").read_text().split()[2]
         )
+
+
+def test_workers_0_means_one_per_core(tmp_path):
+    authority = Ed25519Signer.generate()
+    now = int(time.time())
+    (tmp_path / "authority.pub").write_bytes(authority.public_key.to_pem())
+    (tmp_path / "bundle.cose").write_bytes(_bundle(authority, 1, now))
+    proc = subprocess.Popen(
+        [
+            STAYCHECK, "serve", "--listen", "127.0.0.1:0",
+            "--bundle", str(tmp_path / "bundle.cose"),
+            "--authority-key", str(tmp_path / "authority.pub"),
+            "--state-dir", str(tmp_path / "state"), "--issuer", "110000", "--workers", "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        cores = os.cpu_count() or 1
+        assert line.startswith("serving on")
+        if cores > 1:
+            assert f"({'plaintext'}, {cores} workers)" in line
+            assert len(_children(proc.pid)) == cores
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
