@@ -187,7 +187,7 @@ def test_workers_0_means_one_per_core(tmp_path):
         cores = os.cpu_count() or 1
         assert line.startswith("serving on")
         if cores > 1:
-            assert f"({'plaintext'}, {cores} workers)" in line
+            assert f"(plaintext, {cores} workers)" in line
             assert len(_children(proc.pid)) == cores
     finally:
         proc.send_signal(signal.SIGTERM)
