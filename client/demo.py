@@ -8,15 +8,21 @@ is refused. Everything lives in a temporary folder removed at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import tempfile
 import time
 
+import cbor2
+
 from client import samples
+from client.base45 import b45encode
 from client.binding import compute_binding, new_salt
 from client.client import StayCheckClient
+from client.verdict import TOKEN_PREFIX, decode_token
 from client.verifier import reason, verify_token
+from geo import cose
 from geo.authoring import build_bundle
 from geo.bundle import Policy
 from geo.errors import SignedDataError
@@ -29,6 +35,14 @@ DEMO_ID = "11010519491231002X"  # a made-up resident ID number; it never leaves 
 
 def _say(text: str) -> None:
     print(text, flush=True)
+
+
+def _relabel_as_clean(token: str) -> str:
+    """What a forger would try: rewrite the status claim, keep the signature."""
+    sign1, verdict = decode_token(token)
+    claims = dataclasses.replace(verdict, status=Status.NO_ABNORMALITY).claims()
+    forged = cose.encode_sign1(sign1.protected_bytes, cbor2.dumps(claims), sign1.signature)
+    return TOKEN_PREFIX + b45encode(forged)
 
 
 def run_demo() -> int:
@@ -117,9 +131,8 @@ def run_demo() -> int:
                     tokens.append(response.token)
 
                 _say("5. Someone alters a review-required token to look clean")
-                token = tokens[1]
-                i = len(token) // 2
-                forged = token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1 :]
+                forged = _relabel_as_clean(tokens[1])
+                _say("   (status claim rewritten to NO_ABNORMALITY, signature kept)")
                 try:
                     verify_token(forged, keys, now=int(time.time()))
                 except SignedDataError as e:
