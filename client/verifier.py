@@ -7,7 +7,8 @@
   set, never from the token) equals the header's ``alg``;
 - the key was valid at ``iat`` and the Ed25519 signature verifies;
 - ``iss`` is the key set's issuer (with a trust store, ``iss`` picks the key set);
-- ``now`` lies in ``[iat - skew, exp + skew]``;
+- its lifetime is positive and at most 24 h (``iat < exp <= iat + 24 h``), and ``now``
+  lies in ``[iat - skew, exp + skew]``;
 - when asked: the binding matches the given one, and the bundle version is at least the
   given minimum.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import hmac
 
 from client.truststore import TrustStore
-from client.verdict import Verdict, decode_token
+from client.verdict import MAX_TTL_S, Verdict, decode_token
 from geo.errors import (
     BadSignatureError,
     BindingMismatchError,
@@ -78,6 +79,8 @@ def verify_token(
     )
     if keys.issuer is not None and verdict.issuer != keys.issuer:
         raise UnknownKeyError("token: issuer does not own this key")
+    if not verdict.issued_at < verdict.expires_at <= verdict.issued_at + MAX_TTL_S:
+        raise MalformedError("token: lifetime must be positive and at most 24 h")
     if now < verdict.issued_at - skew_s:
         raise ExpiredError("token: issued in the future")
     if now > verdict.expires_at + skew_s:

@@ -115,7 +115,9 @@ class RiskIndex:
         self._from = active_from
         self._until = active_until
         self._tolerance_m = tolerance_m
-        shapely.prepare(geometries)
+        # No shapely.prepare here: prepared GEOS geometries are not thread-safe
+        # (libgeos/geos#825) and every request thread shares these. The tree query prepares
+        # its query points instead, which are each call's own.
         self._tree = shapely.STRtree(geometries)
         # City-level rule: per city, active_from sorted ascending with the running maximum of
         # active_until, so "some area active in [start, end)" is one bisection.
@@ -158,7 +160,7 @@ class RiskIndex:
             return bool(active.any())
         for p, a in zip(pi[active], ai[active], strict=True):
             geometry = self._geometries[a]
-            if shapely.intersects(geometry, points[p]) or (
+            if shapely.intersects(points[p], geometry) or (
                 geodesy.distance_m(float(lats[p]), float(lons[p]), geometry) <= self._tolerance_m
             ):
                 return True

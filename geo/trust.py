@@ -98,6 +98,17 @@ class TrustedBundleSet:
 
     def update(self, data: bytes, *, now: int) -> RiskAreaBundle:
         """Accept ``data`` as the bundle in use, or raise and keep the current one."""
+        bundle = self.check(data, now=now)
+        self.accept(bundle)
+        return bundle
+
+    def accept(self, bundle: RiskAreaBundle) -> None:
+        """Put a bundle that passed :meth:`check` in use (after its floor was persisted)."""
+        self.current = bundle
+        self._floor = VersionFloor(bundle.version, bundle.digest, bundle.signed_by)
+
+    def check(self, data: bytes, *, now: int) -> RiskAreaBundle:
+        """Every rule of :meth:`update`, without changing what is in use."""
         bundle = open_bundle(data, self._keys, max_size=self._max_size)
         floor = self._floor
         if floor.signed_by and floor.signed_by != bundle.signed_by:
@@ -119,6 +130,4 @@ class TrustedBundleSet:
             raise ExpiredError("bundle is issued in the future")
         if bundle.expires_at <= now:
             raise ExpiredError("bundle has expired")
-        self.current = bundle
-        self._floor = VersionFloor(bundle.version, bundle.digest, bundle.signed_by)
         return bundle

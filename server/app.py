@@ -269,13 +269,17 @@ class StayCheckServer:
             self._reload_requested.wait(self.config.reload_interval_s)
             if self._stop.is_set():
                 break
-            if self._reload_requested.is_set() or self.bundles.changed():
-                self._reload_requested.clear()
-                self.bundles.reload()
-            if not self.reload_keys() and self._clock() - last_trust >= 60:
-                self._trust = self._build_trust()  # drop keys whose verdicts all expired
-                last_trust = self._clock()
-            self._update_health()
+            try:
+                if self._reload_requested.is_set() or self.bundles.changed():
+                    self._reload_requested.clear()
+                    self.bundles.reload()
+                if not self.reload_keys() and self._clock() - last_trust >= 60:
+                    self._trust = self._build_trust()  # drop keys whose verdicts all expired
+                    last_trust = self._clock()
+            except Exception as e:  # never let the watcher die: reloads and health depend on it
+                log.error("watcher: %s; retrying", type(e).__name__)
+            finally:
+                self._update_health()
 
     def stop(self, grace: float | None = None, *, drain: float | None = None) -> None:
         """Turn health NOT_SERVING, keep serving ``drain`` seconds (balancers notice), then
@@ -310,9 +314,9 @@ def run(config: ServerConfig) -> int:
 
         return supervise(config)
     server = StayCheckServer(config)
-    port = server.start()
     done = threading.Event()
-    _install_signals(server, done)
+    _install_signals(server, done)  # before start: a signal while loading is handled too
+    port = server.start()
     bundle = server.bundles.current
     state = f"bundle version {bundle.version}" if bundle else "no valid bundle: NOT_SERVING"
     host = config.listen.rsplit(":", 1)[0]
@@ -348,9 +352,9 @@ def _print_side_ports(config: ServerConfig, server: StayCheckServer, prefix: str
 def run_worker(config: ServerConfig, *, index: int, ready: Callable[[], None]) -> int:
     """One worker process of ``server.workers``: like :func:`run`, sharing the port."""
     server = StayCheckServer(config, reuse_port=True)
-    server.start()
     done = threading.Event()
     _install_signals(server, done)
+    server.start()
     _print_side_ports(config, server, prefix=f"worker {index}: ")
     ready()
     while not done.wait(0.5):

@@ -109,29 +109,27 @@ class BundleManager:
             self._last_stat = self._stat()
             try:
                 data = self._read()
-                bundle = self._trusted.update(data, now=self._clock())
-            except Error as e:
+                bundle = self._trusted.check(data, now=self._clock())
+                # The floor is on disk before the bundle is used: if it cannot be written,
+                # the bundle is refused (a restart must never roll back past it).
+                self._write_floor(bundle)
+            except (Error, OSError) as e:
                 current = self._trusted.current
+                reason = str(e) if isinstance(e, Error) else "cannot write the version floor"
                 log.warning(
                     "bundle refused: %s; still serving version %s",
-                    e,
+                    reason,
                     current.version if current else "none",
                 )
-                return ReloadResult(False, str(e))
-            atomic_write(
-                self.floor_path,
-                json.dumps(
-                    {
-                        "version": bundle.version,
-                        "digest": bundle.digest,
-                        "signed_by": bundle.signed_by,
-                    }
-                ).encode(),
-                mode=0o600,
-            )
+                return ReloadResult(False, reason)
+            self._trusted.accept(bundle)
             log.info("bundle accepted: version %d, %d areas", bundle.version, bundle.area_count)
         self._on_change()
         return ReloadResult(True, "accepted", bundle.version)
+
+    def _write_floor(self, bundle: RiskAreaBundle) -> None:
+        floor = {"version": bundle.version, "digest": bundle.digest, "signed_by": bundle.signed_by}
+        atomic_write(self.floor_path, json.dumps(floor).encode(), mode=0o600)
 
     def _read(self) -> bytes:
         try:

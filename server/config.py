@@ -19,6 +19,7 @@ from client.verdict import MAX_TTL_S
 from geo.errors import ConfigurationError
 from geo.itinerary import ItineraryLimits
 from geo.trust import DEFAULT_MAX_BUNDLE_SIZE
+from server.keystore import ROTATION_GRACE_S
 
 _ISSUER = re.compile(r"[1-8]\d0000")
 
@@ -99,6 +100,11 @@ class ServerConfig:
             raise ConfigurationError(
                 "listen: refusing plaintext on a non-loopback address; give a TLS "
                 "certificate and key, or --insecure"
+            )
+        if not 0 < self.reload_interval_s < ROTATION_GRACE_S:
+            raise ConfigurationError(
+                f"reload_interval_s: must be above 0 and below {ROTATION_GRACE_S} s (the time "
+                "an old verdict key may still sign after a rotation)"
             )
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigurationError("log_level: debug, info, warning or error")

@@ -119,7 +119,7 @@ class VerdictKeyStore:
         return True
 
     def _load(self) -> None:
-        self._index_stat = self._stat()
+        stat = self._stat()  # recorded only once loading succeeded, so failures are retried
         try:
             index = json.loads(self.index_path.read_bytes())
             records = [KeyRecord(**r) for r in index["keys"]]
@@ -139,6 +139,7 @@ class VerdictKeyStore:
         if active not in signers:
             raise ConfigurationError(f"{self.index_path}: active key is not recorded")
         self._signers, self._records, self._active = signers, records, active
+        self._index_stat = stat
 
     def token_signer(self) -> TokenSigner:
         return TokenSigner(self._signers[self._active])

@@ -75,6 +75,11 @@ def supervise(config: ServerConfig) -> int:
     def spawn(index: int) -> None:
         pid = os.fork()
         if pid == 0:  # the worker
+            # Not the supervisor's handlers: until the worker installs its own, SIGTERM and
+            # SIGINT end it and SIGHUP is ignored (it loads the bundle as it starts anyway).
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             os.close(ready_r)
             for s in reserved:
                 s.close()
@@ -160,6 +165,14 @@ def _reap(children: dict[int, int], *, block: bool) -> list[int]:
     return gone
 
 
-def _wait_all(children: dict[int, int]) -> None:
+def _wait_all(children: dict[int, int], *, timeout_s: float = 30.0) -> None:
+    """Wait for every worker; past ``timeout_s`` kill the ones left."""
+    deadline = time.monotonic() + timeout_s
+    while children and time.monotonic() < deadline:
+        if not _reap(children, block=False):
+            time.sleep(0.1)
+    for pid in list(children):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     while children:
         _reap(children, block=True)
