@@ -44,6 +44,7 @@ from server.bundles import BundleManager, ReloadResult
 from server.config import ServerConfig
 from server.errors import DecodeGuard
 from server.keystore import VerdictKeyStore
+from server.limits import StreamLimiter
 from server.logs import say
 from server.metrics import Metrics, ObservingInterceptor
 from server.partner import PartnerVerificationServicer
@@ -106,6 +107,9 @@ class StayCheckServer:
             self.metrics = Metrics()
             self.metrics.add_state(self._state_gauges)
         interceptors: list[Any] = [DecodeGuard()]
+        # Open streams hold a thread each: leave most threads to unary calls.
+        public_streams = StreamLimiter(max(1, config.max_workers // 4))
+        partner_streams = StreamLimiter(max(1, config.max_workers // 2))
         if self.metrics is not None or config.access_log:
             interceptors.append(ObservingInterceptor(self.metrics, access=config.access_log))
         self.core = VerdictCore(
@@ -125,7 +129,7 @@ class StayCheckServer:
         ]
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
-            interceptors=interceptors,
+            interceptors=[*interceptors, public_streams],
             options=options,
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
@@ -150,7 +154,7 @@ class StayCheckServer:
                 futures.ThreadPoolExecutor(
                     max_workers=config.max_workers, thread_name_prefix="partner"
                 ),
-                interceptors=[*interceptors, interceptor],
+                interceptors=[*interceptors, partner_streams, interceptor],
                 options=partner_options,
                 maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             )

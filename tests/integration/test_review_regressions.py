@@ -108,3 +108,39 @@ def test_reload_interval_must_be_below_the_rotation_grace(interval):
     }  # fmt: skip
     with pytest.raises(ConfigurationError, match="reload_interval_s"):
         build_config(file=base)
+
+
+def test_idle_streams_cannot_take_every_thread(spec_server):
+    """Idle reflection streams once held all 16 handler threads and starved SubmitItinerary;
+    open streams are now capped (max_workers // 4 on the public listener)."""
+    import queue
+
+    import grpc
+    from grpc_reflection.v1alpha import reflection_pb2_grpc
+
+    from tests.helpers import BJ_LAT, BJ_LON, itinerary, stay
+
+    channel = grpc.insecure_channel(spec_server.target)
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    held: list[queue.Queue] = []
+    calls = []
+    try:
+        for _ in range(16):  # as many as there are handler threads
+            q: queue.Queue = queue.Queue()  # never fed: the stream stays open and idle
+            held.append(q)
+            calls.append(stub.ServerReflectionInfo(iter(q.get, None), timeout=30))
+        refused = 0
+        for call in calls[4:]:
+            with pytest.raises(grpc.RpcError) as e:
+                next(call)
+            assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            refused += 1
+        assert refused == 12
+        clean = itinerary(stay("110100", NOW - 14 * DAY, NOW, (BJ_LAT, BJ_LON)))
+        assert spec_server.client.submit(clean).status == int(Status.NO_ABNORMALITY)
+    finally:
+        for q in held:
+            q.put(None)
+        for call in calls:
+            call.cancel()
+        channel.close()
