@@ -6,6 +6,7 @@ The partners file (TOML)::
     id = "tianjin"
     province = "120000"
     identity = "tianjin.partner.staycheck.test"   # a DNS name in the client cert's SAN
+                                                   # (DNS names only, not URI or IP)
     methods = ["VerifyVerdict", "VerifyVerdicts", "SubmitItineraries"]
     requests_per_second = 200                      # sustained budget
     burst = 400                                    # bucket size (default: one second's worth)
@@ -21,6 +22,7 @@ stream slows down; it fails with RESOURCE_EXHAUSTED only if a message waits long
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import threading
 import time
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from cryptography import x509
 
 from geo.errors import ConfigurationError
 
@@ -92,6 +95,19 @@ class TokenBucket:
             return max(0.0, (need - self._tokens) / self._rate)
 
 
+@functools.lru_cache(maxsize=256)
+def _dns_names(pem: bytes) -> tuple[str, ...]:
+    """The DNS names among the certificate's subject alternative names. Only DNS names
+    identify a partner: gRPC's own SAN list mixes in URI, e-mail and IP names, which a CA
+    may issue under looser rules. Cached by certificate (certificates, not requests)."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return ()
+    return tuple(san.get_values_for_type(x509.DNSName))
+
+
 def load_partners(path: pathlib.Path) -> dict[str, Partner]:
     """Partners by identity."""
     try:
@@ -152,9 +168,8 @@ class PartnerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
     def _authorize(self, context: grpc.ServicerContext, method: str) -> str:
         auth: Any = context.auth_context()
-        names: list[bytes] = list(auth.get("x509_subject_alternative_name", []))
-        for raw in names:
-            identity = bytes(raw).decode("utf-8", "replace")
+        pems: list[bytes] = list(auth.get("x509_pem_cert", []))
+        for identity in _dns_names(bytes(pems[0])) if pems else ():
             partner = self._partners.get(identity)
             if partner is None:
                 continue

@@ -855,3 +855,41 @@ def test_stream_messages_carry_many_items_and_indexes_run_across_them(beijing, t
     assert results[3].error.code == "INVALID_ARGUMENT"
     assert results[3].error.message.startswith("request: not a valid protobuf message")
     assert results[4].verdict.status == int(Status.REVIEW_REQUIRED)
+
+
+def test_only_dns_names_identify_a_partner(beijing):
+    """A certificate from the partner CA whose only SAN is a *URI* equal to Tianjin's
+    identity is not Tianjin: gRPC's SAN list mixes name types, we match DNS names only."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca = beijing.pki.ca
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "uri-only")]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(TIANJIN.identity)]),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    uri_only = certs.KeyPair(key, cert)
+    credentials = beijing.pki.credentials(uri_only)
+    with (
+        partner_stub(beijing.partner_target, credentials) as stub,
+        pytest.raises(grpc.RpcError) as e,
+    ):
+        stub.VerifyVerdict(ppb.VerifyVerdictRequest(token="SC1:"), timeout=10)
+    assert e.value.code() is grpc.StatusCode.PERMISSION_DENIED
