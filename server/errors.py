@@ -35,6 +35,7 @@ from geo.errors import (
     SignedDataError,
     UnavailableError,
 )
+from server.interceptors import HandlerRewriter
 
 log = logging.getLogger("staycheck.rpc")
 
@@ -79,27 +80,13 @@ def _lenient(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return deserialize
 
 
-class DecodeGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
+class DecodeGuard(HandlerRewriter):
     """Make undecodable requests to our services reach our handlers as UNDECODABLE."""
 
-    def __init__(self) -> None:
-        self._cache: dict[str, tuple[Any, Any]] = {}
-
-    def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: Any
-    ) -> Any:
-        handler = continuation(details)
-        method = str(details.method)
-        if handler is None or handler.request_deserializer is None:
+    def rewrite(self, method: str, handler: Any) -> Any:
+        if handler.request_deserializer is None or not method.startswith(OUR_SERVICES_PREFIX):
             return handler
-        if not method.startswith(OUR_SERVICES_PREFIX):
-            return handler
-        cached = self._cache.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = handler._replace(request_deserializer=_lenient(handler.request_deserializer))
-        self._cache[method] = (handler, wrapped)
-        return wrapped
+        return handler._replace(request_deserializer=_lenient(handler.request_deserializer))
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -15,25 +15,18 @@ from typing import Any
 
 import grpc
 
+from server.interceptors import HandlerRewriter
 
-class StreamLimiter(grpc.ServerInterceptor):  # type: ignore[type-arg]
+
+class StreamLimiter(HandlerRewriter):
     def __init__(self, limit: int) -> None:
+        super().__init__()
         self._slots = threading.BoundedSemaphore(limit)
-        self._cache: dict[str, tuple[Any, Any]] = {}
 
-    def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: Any
-    ) -> Any:
-        handler = continuation(details)
-        if handler is None or handler.stream_stream is None:
+    def rewrite(self, method: str, handler: Any) -> Any:
+        if handler.stream_stream is None:
             return handler
-        method = str(details.method)
-        cached = self._cache.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = handler._replace(stream_stream=self._limited(handler.stream_stream))
-        self._cache[method] = (handler, wrapped)
-        return wrapped
+        return handler._replace(stream_stream=self._limited(handler.stream_stream))
 
     def _limited(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
         def stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:

@@ -30,6 +30,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from geo.matching import Status
+from server.interceptors import HandlerRewriter
 
 access_log = logging.getLogger("staycheck.access")
 
@@ -121,13 +122,13 @@ def _method_name(full: str) -> str:
     return name if name in KNOWN_METHODS else "other"
 
 
-class ObservingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+class ObservingInterceptor(HandlerRewriter):
     """Counts and times every call; writes an access log line when asked."""
 
     def __init__(self, metrics: Metrics | None, *, access: bool) -> None:
+        super().__init__()
         self._metrics = metrics
         self._access = access
-        self._cache: dict[str, tuple[Any, Any]] = {}  # method -> (handler, wrapped handler)
 
     def _done(self, method: str, context: grpc.ServicerContext, start: float, ok: bool) -> None:
         elapsed = time.perf_counter() - start
@@ -147,27 +148,15 @@ class ObservingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 },
             )
 
-    def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: Any
-    ) -> Any:
-        handler = continuation(details)
-        if handler is None:
-            return None
-        full = str(details.method)
-        cached = self._cache.get(full)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        done = functools.partial(self._done, _method_name(full))
+    def rewrite(self, method: str, handler: Any) -> Any:
+        done = functools.partial(self._done, _method_name(method))
         if handler.unary_unary is not None:
-            wrapped = handler._replace(unary_unary=_timed_unary(handler.unary_unary, done))
-        elif handler.stream_stream is not None:
-            wrapped = handler._replace(stream_stream=_timed_stream(handler.stream_stream, done))
-        elif handler.unary_stream is not None:
-            wrapped = handler._replace(unary_stream=_timed_stream(handler.unary_stream, done))
-        else:
-            wrapped = handler
-        self._cache[full] = (handler, wrapped)
-        return wrapped
+            return handler._replace(unary_unary=_timed_unary(handler.unary_unary, done))
+        if handler.stream_stream is not None:
+            return handler._replace(stream_stream=_timed_stream(handler.stream_stream, done))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=_timed_stream(handler.unary_stream, done))
+        return handler
 
 
 Done = Callable[[grpc.ServicerContext, float, bool], None]

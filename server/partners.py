@@ -35,6 +35,7 @@ import grpc
 from cryptography import x509
 
 from geo.errors import ConfigurationError
+from server.interceptors import HandlerRewriter
 
 PARTNER_SERVICE = "staycheck.v1.PartnerVerification"
 PARTNER_METHODS = frozenset({"VerifyVerdict", "VerifyVerdicts", "SubmitItineraries"})
@@ -147,7 +148,7 @@ def _partner(i: int, entry: Any) -> Partner:
     )
 
 
-class PartnerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+class PartnerAuthInterceptor(HandlerRewriter):
     """Authorizes partner calls by certificate identity and meters them."""
 
     def __init__(
@@ -158,6 +159,7 @@ class PartnerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         sleep: Callable[[float], None] = time.sleep,
         max_wait_s: float = 5.0,
     ) -> None:
+        super().__init__()
         self._partners = dict(partners)
         self._buckets = {
             identity: TokenBucket(p.requests_per_second, p.burst, clock=clock)
@@ -196,12 +198,9 @@ class PartnerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 waited += delay
             yield request
 
-    def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: Any
-    ) -> Any:
-        handler = continuation(details)
-        service, _, method = str(details.method).lstrip("/").partition("/")
-        if handler is None or service != PARTNER_SERVICE:
+    def rewrite(self, full_method: str, handler: Any) -> Any:
+        service, _, method = full_method.lstrip("/").partition("/")
+        if service != PARTNER_SERVICE:
             return handler
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=self._guard_unary(handler.unary_unary, method))
