@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from client.fsutil import atomic_write
 
 DEMO_PARTNERS = {
     "tianjin": ("120000", "tianjin.partner.staycheck.test"),
@@ -159,16 +160,9 @@ def partner_cert(ca: KeyPair, dns_name: str, **kwargs: object) -> KeyPair:
     return issue(ca, dns_name, dns_names=[dns_name], client=True, **kwargs)  # type: ignore[arg-type]
 
 
-def _write(path: pathlib.Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), mode)
-        f.write(data)
-
-
 def write_pair(out: pathlib.Path, stem: str, pair: KeyPair) -> None:
-    _write(out / f"{stem}.pem", pair.cert_pem, 0o644)
-    _write(out / f"{stem}.key", pair.key_pem, 0o600)
+    atomic_write(out / f"{stem}.pem", pair.cert_pem, mode=0o644)
+    atomic_write(out / f"{stem}.key", pair.key_pem, mode=0o600)
 
 
 def partners_toml(entries: dict[str, tuple[str, str]]) -> str:

@@ -56,22 +56,13 @@ def _check_writable(*paths: pathlib.Path) -> None:
 
 def _write_atomic(path: pathlib.Path, data: bytes, mode: int) -> None:
     """Write beside ``path`` and rename over it: readers never see half a file."""
+    from client.fsutil import atomic_write
+
     _check_writable(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        atomic_write(path, data, mode=mode)
     except OSError as e:
         _fail(f"cannot write {path} ({e.strerror})")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _print_json(obj: Any) -> None:

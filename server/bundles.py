@@ -21,11 +21,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from client.fsutil import atomic_write
 from geo.bundle import RiskAreaBundle
 from geo.errors import ConfigurationError, Error, UnavailableError
 from geo.keys import AuthorityKeySet
 from geo.trust import TrustedBundleSet, VersionFloor
-from server.fsutil import atomic_write
 
 log = logging.getLogger("staycheck.bundle")
 FLOOR_FILE = "bundle-floor.json"

@@ -22,11 +22,11 @@ import json
 import pathlib
 from dataclasses import dataclass
 
+from client.fsutil import atomic_write, ensure_private_dir
 from client.verdict import IAT_BUCKET_S, MAX_TTL_S, TokenSigner
 from client.verifier import DEFAULT_SKEW_S
 from geo.errors import ConfigurationError
 from geo.keys import Ed25519Signer, KeySet, PublicKey, VerdictKeySet
-from server.fsutil import atomic_write, ensure_private_dir
 
 KEYS_DIR = "verdict-keys"
 INDEX_FILE = "verdict-keys.json"

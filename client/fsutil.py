@@ -1,4 +1,5 @@
-"""Small file helpers for the server's state: atomic writes with fixed modes."""
+"""Small file helpers: atomic writes with fixed modes (the server's state dir, the
+command line's output files)."""
 
 from __future__ import annotations
 
