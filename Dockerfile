@@ -25,14 +25,19 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # Only what the wheel needs (.dockerignore allows no more): the generated protobuf code is
-# committed inside geo/_pb and client/_pb, so protoc is not needed here.
+# committed in protos/staycheck/v1, so protoc is not needed here. The image is a server:
+# the wheel is installed with its `server` extra.
 COPY pyproject.toml README.md ./
+COPY protos ./protos
 COPY geo ./geo
+COPY trust ./trust
 COPY client ./client
 COPY server ./server
+COPY cli ./cli
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
     && python -m venv /opt/staycheck \
-    && /opt/staycheck/bin/python -m pip install /wheels/staycheck-*.whl \
+    && wheel="$(echo /wheels/staycheck-*.whl)" \
+    && /opt/staycheck/bin/python -m pip install "${wheel}[server]" \
     && /opt/staycheck/bin/python -m pip uninstall --yes pip \
     && /opt/staycheck/bin/staycheck --help > /dev/null
 

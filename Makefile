@@ -6,14 +6,37 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint typecheck pytest proto proto-check fuzz bench bench-quick load profile clean
 
-$(VENV)/.base: pyproject.toml
+# The package installs as `staycheck.*` from several top-level folders (pyproject.toml,
+# ADR 8), so the editable install is setuptools' "strict" mode: a tree of links under
+# build/ that mypy and import-linter can walk. A new module needs new links: the install
+# is redone when any package file changes.
+PKG_FILES := $(wildcard protos/staycheck/*.py protos/staycheck/v1/*.py geo/*.py trust/*.py \
+	client/*.py server/*.py cli/*.py cli/data/*)
+EDITABLE := --config-settings editable_mode=strict
+
+$(VENV)/.venv:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.base: pyproject.toml $(PKG_FILES) | $(VENV)/.venv
+	$(PY) -m pip install --quiet $(EDITABLE) -e '.[server]' > $(VENV)/pip.log 2>&1 \
+		|| { cat $(VENV)/pip.log; exit 1; }
+	$(PY) -c "import staycheck.server, staycheck.cli.main"
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet $(EDITABLE) -e '.[dev]' > $(VENV)/pip.log 2>&1 \
+		|| { cat $(VENV)/pip.log; exit 1; }
+	$(PY) -c "import importlinter, staycheck.server"
+	touch $@
+
+# The base install's dependencies as wheels, for tests/packaging: it installs the built
+# wheel into a fresh venv from here, without reaching the package index during the test.
+$(VENV)/.wheelhouse: pyproject.toml | $(VENV)/.venv
+	rm -rf $(VENV)/wheelhouse
+	$(PY) -m pip wheel --quiet --wheel-dir $(VENV)/wheelhouse . > $(VENV)/pip.log 2>&1 \
+		|| { cat $(VENV)/pip.log; exit 1; }
 	touch $@
 
 demo: $(VENV)/.base
@@ -24,6 +47,7 @@ test: $(VENV)/.dev lint typecheck pytest
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/buf lint
 	@tag=$$(git describe --tags --abbrev=0 --match 'v*' 2>/dev/null); \
 	if [ -n "$$tag" ]; then \
@@ -36,7 +60,7 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
-pytest: $(VENV)/.dev
+pytest: $(VENV)/.dev $(VENV)/.wheelhouse
 	$(BIN)/pytest -q
 
 proto: $(VENV)/.dev
@@ -49,7 +73,7 @@ proto-check: $(VENV)/.dev
 # (Debian nghttp2-client), else a Python load generator; pyinstrument and py-spy profile.
 $(VENV)/.bench: $(VENV)/.base
 	command -v h2load >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nghttp2-client; } || echo "h2load unavailable: the bench uses its Python load generator"
-	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m pip install --quiet $(EDITABLE) -e '.[bench]'
 	touch $@
 
 bench: $(VENV)/.bench
@@ -67,8 +91,8 @@ profile: $(VENV)/.bench
 
 # Longer fuzzing than `make test` does (FUZZ_SECONDS, default 600).
 fuzz: $(VENV)/.dev
-	$(PY) -m pip install --quiet -e '.[fuzz]' || echo "atheris unavailable: Hypothesis fallback"
+	$(PY) -m pip install --quiet $(EDITABLE) -e '.[fuzz]' || echo "atheris unavailable: Hypothesis fallback"
 	$(PY) -m bench.fuzz --seconds $(or $(FUZZ_SECONDS),600)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -5,8 +5,8 @@ time and memory as JSON.
 
 Everything the server imports is imported first, so the RSS before loading is the
 interpreter and its libraries; the bundle file is read before the clock starts. Reported:
-``geo.trust.TrustedBundleSet.update`` wall time (signature check + protobuf parse + every
-invariant + STRtree index), and separately the bare COSE decode + Ed25519 verify, the bare
+``staycheck.trust.bundles.TrustedBundleSet.update`` wall time (signature check + protobuf parse +
+every invariant + STRtree index), and separately the bare COSE decode + Ed25519 verify, the bare
 protobuf parse (the floor of "parse") and ``RiskAreaBundle.from_payload``; RSS (VmRSS)
 before, after (file bytes dropped) and the peak (VmHWM).
 """
@@ -24,12 +24,11 @@ import time
 import grpc  # noqa: F401  (imported as the server does, so the RSS baseline includes it)
 import numpy  # noqa: F401
 import shapely  # noqa: F401
-
-from geo import cose
-from geo._pb import bundle_pb2
-from geo.bundle import RiskAreaBundle
-from geo.keys import AuthorityKeySet, KeySet, PublicKey
-from geo.trust import TrustedBundleSet
+from staycheck.geo.bundle import RiskAreaBundle
+from staycheck.trust import cose
+from staycheck.trust.bundles import TrustedBundleSet
+from staycheck.trust.keys import AuthorityKeySet, KeySet, PublicKey
+from staycheck.v1 import bundle_pb2
 
 
 def _self_kib(key: str) -> int:

@@ -2,11 +2,11 @@
 
 Areas are small squares (200-500 m a side, each turned by a random angle) spread uniformly
 over the Beijing-Tianjin-Hebei bounding box (latitude 36-42.6, longitude 113.5-119.9), each
-given the code of the nearest Beijing/Tianjin/Hebei city of ``client/data/jjj_cities.json``,
+given the code of the nearest Beijing/Tianjin/Hebei city of ``cli/data/jjj_cities.json``,
 with mixed levels (20 % low, 50 % medium, 30 % high) and active intervals (80 % still active,
 20 % ended). The bundle is built directly as a ``RiskAreaBundle`` message (vectorised, so
-100 000 areas take about a second) and signed with ``geo.trust.sign_bundle``; the server
-checks every invariant when it loads it.
+100 000 areas take about a second) and signed with ``staycheck.trust.bundles.sign_bundle``; the
+server checks every invariant when it loads it.
 
 Itineraries have 14 consecutive stays of 20 h over the last 14 days (so every city
 qualifies and all the matching work is done). Located stays lie *near* an area: inside its
@@ -29,13 +29,12 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 from google.protobuf.timestamp_pb2 import Timestamp
-
-from client._pb import verification_pb2 as pb
-from client.samples import METRES_PER_DEG_LAT, cities
-from geo._pb import bundle_pb2
-from geo.bundle import Level, Policy
-from geo.keys import Ed25519Signer
-from geo.trust import sign_bundle
+from staycheck.cli.samples import METRES_PER_DEG_LAT, cities
+from staycheck.geo.bundle import Level, Policy
+from staycheck.trust.bundles import sign_bundle
+from staycheck.trust.keys import Ed25519Signer
+from staycheck.v1 import bundle_pb2
+from staycheck.v1 import verification_pb2 as pb
 
 DAY = 86400
 HOUR = 3600

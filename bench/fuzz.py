@@ -48,8 +48,9 @@ def atheris_worker(target: str, seconds: int, corpus: pathlib.Path) -> None:
     """Run one target under libFuzzer in this process (it exits when done)."""
     import atheris
 
-    with atheris.instrument_imports(include=["geo", "client", "server", "tests.fuzz"]):
-        from client.base45 import b45decode, b45encode
+    with atheris.instrument_imports(include=["staycheck", "tests.fuzz"]):
+        from staycheck.trust.base45 import b45decode, b45encode
+
         from tests.fuzz import targets
 
     corpus.mkdir(parents=True, exist_ok=True)

@@ -16,22 +16,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from staycheck.geo.bundle import RiskAreaBundle
+from staycheck.geo.itinerary import DEFAULT_LIMITS, validate
+from staycheck.geo.matching import evaluate
+from staycheck.trust import cose
+from staycheck.trust.keys import Ed25519Signer, KeySet, VerdictKeySet
+from staycheck.trust.verdict import TokenSigner, issue_verdict
+from staycheck.trust.verifier import verify_token
+from staycheck.v1 import verification_pb2 as pb
 
 from bench.stats import median
-from client._pb import verification_pb2 as pb
-from client.verdict import TokenSigner, issue_verdict
-from client.verifier import verify_token
-from geo import cose
-from geo.bundle import RiskAreaBundle
-from geo.itinerary import DEFAULT_LIMITS, validate
-from geo.keys import Ed25519Signer, KeySet, VerdictKeySet
-from geo.matching import evaluate
 
 ISSUER = "110000"
 
 
 def stays_from_proto(itinerary: pb.Itinerary) -> Any:
-    from server.service import stays_from_proto as convert
+    from staycheck.server.service import stays_from_proto as convert
 
     return convert(itinerary, limits=DEFAULT_LIMITS)
 
@@ -156,11 +156,11 @@ def verify_rates(*, now: int, rounds: int, seconds: float, tokens: int = 64) -> 
     signer = Ed25519Signer.generate()
     token_signer = TokenSigner(signer)
     keys = VerdictKeySet(KeySet([signer.public_key], issuer=ISSUER))
-    from geo.matching import Status
+    from staycheck.geo.itinerary import Status
 
     cases = []
     raw_cases = []
-    from client.verdict import decode_token
+    from staycheck.trust.verdict import decode_token
 
     for k in range(tokens):
         binding = secrets.token_bytes(32)

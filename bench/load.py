@@ -2,7 +2,7 @@
 
 By default it starts its own ``staycheck serve`` on 127.0.0.1:0 with a signed bundle of
 10 000 synthetic risk areas (``bench.data``), then runs ``--clients`` threads, each with its
-own :class:`client.client.StayCheckClient` (the shipped client, with its retry policy and
+own :class:`staycheck.client.client.StayCheckClient` (the shipped client, with its retry policy and
 its own connection), submitting varied 14-stay itineraries until ``--duration`` seconds have
 passed. Every answer is checked: the status must be the one the matching rule gives locally
 for the same bundle, and every ``--verify-every``-th token is verified offline with the
@@ -33,17 +33,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from staycheck.client.client import StayCheckClient
+from staycheck.geo.itinerary import DEFAULT_LIMITS
+from staycheck.geo.matching import evaluate
+from staycheck.trust.bundles import open_bundle
+from staycheck.trust.keys import AuthorityKeySet, Ed25519Signer, KeySet, VerdictKeySet
+from staycheck.trust.verifier import verify_token
+from staycheck.v1 import verification_pb2 as pb
 
 from bench import data as bdata
 from bench.procs import ServerProcess, serve
 from bench.stats import fmt_bytes, percentiles
-from client._pb import verification_pb2 as pb
-from client.client import StayCheckClient
-from client.verifier import verify_token
-from geo.itinerary import DEFAULT_LIMITS
-from geo.keys import AuthorityKeySet, Ed25519Signer, KeySet, VerdictKeySet
-from geo.matching import evaluate
-from geo.trust import open_bundle
 
 LOOPBACK = ("127.", "localhost:", "[::1]:")
 
@@ -77,7 +77,7 @@ def _expected(
     bundle_bytes: bytes, authority: Ed25519Signer, reqs: list[Any], now: int
 ) -> list[int]:
     """The status the matching rule gives each request, computed here."""
-    from server.service import stays_from_proto
+    from staycheck.server.service import stays_from_proto
 
     bundle = open_bundle(bundle_bytes, AuthorityKeySet(KeySet([authority.public_key])))
     return [

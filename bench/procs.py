@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from geo.keys import Ed25519Signer
+from staycheck.trust.keys import Ed25519Signer
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -131,7 +131,7 @@ def staycheck_command() -> list[str]:
     script = pathlib.Path(sys.executable).parent / "staycheck"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "client.cli"]
+    return [sys.executable, "-m", "staycheck.cli.main"]
 
 
 def serve_supports(flag: str) -> bool:

@@ -39,16 +39,16 @@ import cbor2
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.timestamp_pb2 import Timestamp
+from staycheck.geo.itinerary import DEFAULT_LIMITS, validate
+from staycheck.geo.matching import evaluate, qualifying
+from staycheck.trust import cose
+from staycheck.trust.base45 import b45encode
+from staycheck.trust.bundles import open_bundle
+from staycheck.trust.keys import AuthorityKeySet, Ed25519Signer, KeySet
+from staycheck.trust.verdict import TokenSigner, issue_verdict
+from staycheck.v1 import verification_pb2 as pb
 
 from bench import data as bdata
-from client._pb import verification_pb2 as pb
-from client.base45 import b45encode
-from client.verdict import TokenSigner, issue_verdict
-from geo import cose
-from geo.itinerary import DEFAULT_LIMITS, validate
-from geo.keys import AuthorityKeySet, Ed25519Signer, KeySet
-from geo.matching import evaluate, qualifying
-from geo.trust import open_bundle
 
 ISSUER = "110000"
 
@@ -82,7 +82,7 @@ def _per_call_us(fn: Callable[[Any], object], items: Sequence[Any], n: int) -> f
 
 
 def stage_table(bundle: Any, requests: list[pb.SubmitItineraryRequest], now: int, n: int) -> None:
-    from server.service import stays_from_proto
+    from staycheck.server.service import stays_from_proto
 
     raws = [r.SerializeToString() for r in requests]
     msgs = [pb.SubmitItineraryRequest.FromString(r) for r in raws]
@@ -194,8 +194,8 @@ def stage_table(bundle: Any, requests: list[pb.SubmitItineraryRequest], now: int
 
 def submit_handler(bundle_file: pathlib.Path, pub: pathlib.Path, root: pathlib.Path) -> Any:
     """The real servicer's SubmitItinerary, wired by StayCheckServer (not started)."""
-    from server.app import StayCheckServer
-    from server.config import ServerConfig
+    from staycheck.server.app import StayCheckServer
+    from staycheck.server.config import ServerConfig
 
     cfg = ServerConfig(
         listen="127.0.0.1:0",
@@ -210,7 +210,7 @@ def submit_handler(bundle_file: pathlib.Path, pub: pathlib.Path, root: pathlib.P
         raise RuntimeError(f"bundle refused: {result.reason}")
     servicer = getattr(srv, "servicer", None)
     if servicer is None:  # since the VerdictCore refactor the servicer wraps srv.core
-        from server.service import ItineraryVerificationServicer
+        from staycheck.server.service import ItineraryVerificationServicer
 
         servicer = ItineraryVerificationServicer(srv.core)
     return servicer.SubmitItinerary
@@ -279,7 +279,8 @@ def _package(file: str) -> str:
         ("threading.py", "threading"),
         ("queue.py", "thread pool"),
         ("/geo/", "staycheck geo"),
-        ("/client/", "staycheck client (verdict, base45)"),
+        ("/trust/", "staycheck trust (verdict, base45, cose)"),
+        ("/client/", "staycheck client"),
         ("/server/", "staycheck server"),
         ("/grpc_health/", "grpc health"),
     ):

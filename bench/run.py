@@ -46,16 +46,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from grpc_health.v1 import health_pb2
+from staycheck.trust.bundles import open_bundle
+from staycheck.trust.keys import AuthorityKeySet, Ed25519Signer, KeySet, VerdictKeySet
+from staycheck.trust.verifier import verify_token
+from staycheck.v1 import verification_pb2 as pb
 
 from bench import data as bdata
 from bench.drive import LoadResult, call_raw, drive, h2load_path
 from bench.inproc import match_and_sign, verify_rates
 from bench.procs import ServerProcess, serve, serve_supports, split_cpus
 from bench.stats import fmt_bytes, fmt_duration, fmt_rate, median
-from client._pb import verification_pb2 as pb
-from client.verifier import verify_token
-from geo.keys import AuthorityKeySet, Ed25519Signer, KeySet, VerdictKeySet
-from geo.trust import open_bundle
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -253,8 +253,8 @@ def partner_stream_figure(
     ``SubmitItineraries`` stream of N itineraries read as they come, and N divided by the
     server process's CPU seconds: verdicts/s per server core. The client runs in this
     process, on the load generator's CPU when pinned."""
-    from client import certs
-    from client.client import PartnerClient, tls_credentials
+    from staycheck.cli import certs
+    from staycheck.client.client import PartnerClient, tls_credentials
 
     pki = root / "partner-pki"
     pki.mkdir(parents=True, exist_ok=True)

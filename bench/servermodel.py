@@ -26,13 +26,13 @@ from concurrent import futures
 from typing import Any
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from staycheck.trust.keys import Ed25519Signer
+from staycheck.v1 import verification_pb2 as pb
 
 from bench import data as bdata
 from bench.drive import call_raw, drive, h2load_path
 from bench.procs import cpu_seconds, spawn, split_cpus
 from bench.stats import fmt_duration, median
-from client._pb import verification_pb2 as pb
-from geo.keys import Ed25519Signer
 
 HEALTH = "/grpc.health.v1.Health/Check"
 SUBMIT = "/staycheck.v1.ItineraryVerification/SubmitItinerary"

@@ -14,12 +14,11 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
-
-from client._pb import partner_pb2 as ppb
-from client._pb import partner_pb2_grpc as ppb_grpc
-from client._pb import verification_pb2 as pb
-from client._pb import verification_pb2_grpc as pb_grpc
-from geo.keys import KeySet, VerdictKeySet
+from staycheck.trust.keys import KeySet, VerdictKeySet
+from staycheck.v1 import partner_pb2 as ppb
+from staycheck.v1 import partner_pb2_grpc as ppb_grpc
+from staycheck.v1 import verification_pb2 as pb
+from staycheck.v1 import verification_pb2_grpc as pb_grpc
 
 _RETRY_POLICY = {
     "methodConfig": [

@@ -6,7 +6,7 @@ Each feature carries a Polygon or MultiPolygon (longitude, latitude) and the pro
 names the feature by index and id and says which rule it breaks.
 
 Pure: takes the parsed JSON object and returns the protobuf message; reading files and
-signing (``geo.trust.sign_bundle``) are the caller's.
+signing (``staycheck.trust.bundles.sign_bundle``) are the caller's.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from typing import Any
 import shapely
 import shapely.geometry
 from google.protobuf.timestamp_pb2 import Timestamp
-
-from geo._pb import bundle_pb2
-from geo.bundle import Level, Policy
-from geo.errors import InvalidInputError
-from geo.itinerary import is_city_code
+from staycheck.geo.bundle import Level, Policy
+from staycheck.geo.errors import InvalidInputError
+from staycheck.geo.itinerary import is_city_code
+from staycheck.v1 import bundle_pb2
 
 
 def parse_time(text: str) -> int:

@@ -7,7 +7,7 @@ ids, city codes, valid Polygon/MultiPolygon geometries, active intervals), and b
 their active intervals as NumPy arrays, built once per bundle.
 
 What it does not do: check signatures, versions against what is trusted, or expiry against
-a clock; that is ``geo.trust``. It opens no file.
+a clock; that is ``staycheck.trust.bundles``. It opens no file.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 from google.protobuf.message import DecodeError
-
-from geo import geodesy
-from geo._pb import bundle_pb2
-from geo.errors import MalformedError
-from geo.itinerary import is_city_code
+from staycheck.geo import geodesy
+from staycheck.geo.errors import MalformedError
+from staycheck.geo.itinerary import is_city_code
+from staycheck.v1 import bundle_pb2
 
 OPEN_END = np.iinfo(np.int64).max
 """``active_until`` of an area that is still active."""

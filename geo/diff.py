@@ -10,9 +10,10 @@ polygon written with another starting vertex or ring direction is not a change.
 printable in an id shown as an escape (ids come from the authority's file).
 
 What it does not do: verify signatures or versions (open both bundles with
-``geo.trust.open_bundle`` first), say whether the new version may replace the old one (that
-is ``geo.trust.TrustedBundleSet``), judge which changes matter for matching, read a clock or
-open a file.
+``staycheck.trust.bundles.open_bundle`` first), say whether the new version may replace the old one
+(that
+is ``staycheck.trust.bundles.TrustedBundleSet``), judge which changes matter for matching, read a
+clock or open a file.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 import shapely
-
-from geo._pb import bundle_pb2
-from geo.errors import MalformedError
+from staycheck.geo.errors import MalformedError
+from staycheck.v1 import bundle_pb2
 
 _LEVELS: dict[int, str] = {
     bundle_pb2.RISK_LEVEL_LOW: "low",

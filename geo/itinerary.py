@@ -4,19 +4,32 @@ What it does: defines :class:`Stay` and :class:`ItineraryLimits`, and :func:`val
 which checks an itinerary against the limits and raises :class:`InvalidInputError` naming
 the field (``stays[3].departure``) and the rule, never the value.
 
-What it does not do: decode protobuf or JSON (the shells do), or match (``geo.matching``).
+What it does not do: decode protobuf or JSON (the shells do), or match (``staycheck.geo.matching``).
 Times are Unix seconds (sub-second parts are dropped by the shells); locations are WGS-84
 degrees.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from geo.errors import InvalidInputError
+from staycheck.geo.errors import InvalidInputError
+
+
+class Status(enum.IntEnum):
+    """A verdict's status. The values are the ones in tokens and in the proto enum."""
+
+    NO_ABNORMALITY = 1
+    REVIEW_REQUIRED = 2
+
+    @property
+    def label_zh(self) -> str:
+        return "未见异常" if self is Status.NO_ABNORMALITY else "弹窗"
+
 
 # GB/T 2260: two digits of province (11-82), two of prefecture (01-99), two of county (00 for
 # the prefecture itself). Province-administered county-level units (the "90" prefecture block,

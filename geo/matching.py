@@ -11,29 +11,16 @@
 4. Any hit: REVIEW_REQUIRED; none: NO_ABNORMALITY.
 
 Stay intervals are half-open ``[arrival, departure)``, as are area intervals. Pure: no clock,
-no I/O; ``evaluate`` does not validate (see ``geo.itinerary.validate``) and keeps nothing.
+no I/O; ``evaluate`` does not validate (see ``staycheck.geo.itinerary.validate``) and keeps nothing.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 
 import numpy as np
-
-from geo.bundle import RiskAreaBundle
-from geo.itinerary import Stay
-
-
-class Status(enum.IntEnum):
-    """A verdict's status. The values are the ones in tokens and in the proto enum."""
-
-    NO_ABNORMALITY = 1
-    REVIEW_REQUIRED = 2
-
-    @property
-    def label_zh(self) -> str:
-        return "未见异常" if self is Status.NO_ABNORMALITY else "弹窗"
+from staycheck.geo.bundle import RiskAreaBundle
+from staycheck.geo.itinerary import Status, Stay
 
 
 def qualifying(

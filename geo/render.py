@@ -11,8 +11,8 @@ dates. Every piece of text is escaped (area ids come from the authority's file),
 characters that XML 1.0 cannot carry at all are replaced by U+FFFD.
 
 What it does not do: verify the bundle's signature or its invariants (the caller opens it
-with ``geo.trust.open_bundle`` first), judge which areas are active or flagged (it draws
-every area), read a clock, or open a file. The projection is for looking at, not for
+with ``staycheck.trust.bundles.open_bundle`` first), judge which areas are active or flagged (it
+draws every area), read a clock, or open a file. The projection is for looking at, not for
 measuring: distances and areas on it are approximate.
 """
 
@@ -26,9 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import shapely
-
-from geo._pb import bundle_pb2
-from geo.errors import MalformedError
+from staycheck.geo.errors import MalformedError
+from staycheck.v1 import bundle_pb2
 
 LEVEL_LABELS: dict[int, str] = {
     bundle_pb2.RISK_LEVEL_LOW: "low",

@@ -32,24 +32,24 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
-from client._pb import partner_pb2 as ppb
-from client._pb import partner_pb2_grpc as ppb_grpc
-from client._pb import verification_pb2 as pb
-from client._pb import verification_pb2_grpc as pb_grpc
-from client.truststore import Issuer, TrustStore
-from geo.errors import ConfigurationError, Error
-from geo.keys import AuthorityKeySet, KeySet, PublicKey
-from server.bundles import BundleManager, ReloadResult
-from server.config import ServerConfig
-from server.errors import DecodeGuard
-from server.keystore import VerdictKeyStore
-from server.limits import StreamLimiter
-from server.logs import say
-from server.metrics import Metrics, ObservingInterceptor
-from server.partner import PartnerVerificationServicer
-from server.partners import PartnerAuthInterceptor, load_partners
-from server.service import ItineraryVerificationServicer, VerdictCore
+from staycheck.client.files import load_trust_store
+from staycheck.geo.errors import ConfigurationError, Error
+from staycheck.server.bundles import BundleManager, ReloadResult
+from staycheck.server.config import ServerConfig
+from staycheck.server.errors import DecodeGuard
+from staycheck.server.keystore import VerdictKeyStore
+from staycheck.server.limits import StreamLimiter
+from staycheck.server.logs import say
+from staycheck.server.metrics import Metrics, ObservingInterceptor
+from staycheck.server.partner_access import PartnerAuthInterceptor, load_partners
+from staycheck.server.partner_service import PartnerVerificationServicer
+from staycheck.server.service import ItineraryVerificationServicer, VerdictCore
+from staycheck.trust.keys import AuthorityKeySet, KeySet, PublicKey
+from staycheck.trust.truststore import Issuer, TrustStore
+from staycheck.v1 import partner_pb2 as ppb
+from staycheck.v1 import partner_pb2_grpc as ppb_grpc
+from staycheck.v1 import verification_pb2 as pb
+from staycheck.v1 import verification_pb2_grpc as pb_grpc
 
 log = logging.getLogger("staycheck.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ItineraryVerification"].full_name
@@ -86,7 +86,7 @@ class StayCheckServer:
         self._clock = clock
         authority = PublicKey.from_pem(_read(config.authority_key_path, "authority key"))
         self._other_issuers = (
-            TrustStore.load(config.trust_store_path)
+            load_trust_store(config.trust_store_path)
             if config.trust_store_path is not None
             else TrustStore([])
         )
@@ -310,11 +310,11 @@ class StayCheckServer:
 def run(config: ServerConfig) -> int:
     """Serve until SIGTERM/SIGINT. Prints ``serving on HOST:PORT`` once ready. With
     ``workers > 1`` a supervisor runs that many processes sharing the port
-    (``server.workers``)."""
+    (``staycheck.server.workers``)."""
     if config.workers == 0:
         config = dataclasses.replace(config, workers=os.cpu_count() or 1)
     if config.workers > 1:
-        from server.workers import supervise
+        from staycheck.server.workers import supervise
 
         return supervise(config)
     server = StayCheckServer(config)
@@ -354,7 +354,7 @@ def _print_side_ports(config: ServerConfig, server: StayCheckServer, prefix: str
 
 
 def run_worker(config: ServerConfig, *, index: int, ready: Callable[[], None]) -> int:
-    """One worker process of ``server.workers``: like :func:`run`, sharing the port."""
+    """One worker process of ``staycheck.server.workers``: like :func:`run`, sharing the port."""
     server = StayCheckServer(config, reuse_port=True)
     done = threading.Event()
     _install_signals(server, done)

@@ -1,7 +1,7 @@
 """Loading and reloading the risk-area bundle file under the trust rules.
 
 :class:`BundleManager` reads the bundle file (refusing one over the size limit before
-reading it), hands the bytes to ``geo.trust.TrustedBundleSet`` and, when a bundle is
+reading it), hands the bytes to ``staycheck.trust.bundles.TrustedBundleSet`` and, when a bundle is
 accepted, records its version and digest in the state dir (``bundle-floor.json``) so that a
 restart cannot be rolled back. A refused bundle is logged with its reason and changes
 nothing: the last good bundle keeps serving.
@@ -21,11 +21,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from client.fsutil import atomic_write
-from geo.bundle import RiskAreaBundle
-from geo.errors import ConfigurationError, Error, UnavailableError
-from geo.keys import AuthorityKeySet
-from geo.trust import TrustedBundleSet, VersionFloor
+from staycheck.client.files import atomic_write
+from staycheck.geo.bundle import RiskAreaBundle
+from staycheck.geo.errors import ConfigurationError, Error, UnavailableError
+from staycheck.trust.bundles import TrustedBundleSet, VersionFloor
+from staycheck.trust.keys import AuthorityKeySet
 
 log = logging.getLogger("staycheck.bundle")
 FLOOR_FILE = "bundle-floor.json"

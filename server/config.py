@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from client.verdict import MAX_TTL_S
-from geo.errors import ConfigurationError
-from geo.itinerary import ItineraryLimits
-from geo.trust import DEFAULT_MAX_BUNDLE_SIZE
-from server.keystore import ROTATION_GRACE_S
+from staycheck.geo.errors import ConfigurationError
+from staycheck.geo.itinerary import ItineraryLimits
+from staycheck.server.keystore import ROTATION_GRACE_S
+from staycheck.trust.bundles import DEFAULT_MAX_BUNDLE_SIZE
+from staycheck.trust.verdict import MAX_TTL_S
 
 _ISSUER = re.compile(r"[1-8]\d0000")
 
@@ -67,7 +67,7 @@ class ServerConfig:
     partner_ca_path: pathlib.Path | None = None
     """PEM CA certificate(s) that sign partner client certificates."""
     partners_path: pathlib.Path | None = None
-    """TOML file of partners (``server.partners``)."""
+    """TOML file of partners (``staycheck.server.partner_access``)."""
     trust_store_path: pathlib.Path | None = None
     """TOML trust store of other issuers whose verdicts VerifyVerdict accepts."""
     metrics_listen: str | None = None

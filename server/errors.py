@@ -27,15 +27,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
-
-from geo.errors import (
+from staycheck.geo.errors import (
     ConfigurationError,
     Error,
     InvalidInputError,
     SignedDataError,
     UnavailableError,
 )
-from server.interceptors import HandlerRewriter
+from staycheck.server.interceptors import HandlerRewriter
 
 log = logging.getLogger("staycheck.rpc")
 

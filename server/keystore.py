@@ -12,7 +12,7 @@ rotate``) adds a new active key and ends the old key's window ``ROTATION_GRACE_S
 (the time running servers take to notice); the published JWKS keeps every key whose
 verdicts may still be valid, so the old key drops out 24 h after its window ends. A running
 server notices the changed index file and signs with the new key from then on.
-Signing goes through ``geo.keys.Signer``; an HSM backend would
+Signing goes through ``staycheck.trust.keys.Signer``; an HSM backend would
 replace :class:`Ed25519Signer` here and nowhere else.
 """
 
@@ -22,11 +22,11 @@ import json
 import pathlib
 from dataclasses import dataclass
 
-from client.fsutil import atomic_write, ensure_private_dir
-from client.verdict import IAT_BUCKET_S, MAX_TTL_S, TokenSigner
-from client.verifier import DEFAULT_SKEW_S
-from geo.errors import ConfigurationError
-from geo.keys import Ed25519Signer, KeySet, PublicKey, VerdictKeySet
+from staycheck.client.files import atomic_write, ensure_private_dir
+from staycheck.geo.errors import ConfigurationError
+from staycheck.trust.keys import Ed25519Signer, KeySet, PublicKey, VerdictKeySet
+from staycheck.trust.verdict import IAT_BUCKET_S, MAX_TTL_S, TokenSigner
+from staycheck.trust.verifier import DEFAULT_SKEW_S
 
 KEYS_DIR = "verdict-keys"
 INDEX_FILE = "verdict-keys.json"

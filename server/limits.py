@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
-
-from server.interceptors import HandlerRewriter
+from staycheck.server.interceptors import HandlerRewriter
 
 
 class StreamLimiter(HandlerRewriter):

@@ -28,9 +28,8 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-
-from geo.matching import Status
-from server.interceptors import HandlerRewriter
+from staycheck.geo.itinerary import Status
+from staycheck.server.interceptors import HandlerRewriter
 
 access_log = logging.getLogger("staycheck.access")
 

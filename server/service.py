@@ -2,9 +2,9 @@
 
 :class:`VerdictCore` holds what answering needs (bundle manager, signer, issuer, limits,
 clock) and turns one itinerary message into one signed response, raising our own errors;
-``ItineraryVerificationServicer`` (public) and ``server.partner`` (partners) both use it.
-Nothing of a request is kept, logged or written: the stays live in local variables for the
-length of one call. How the match is computed stays behind ``geo.matching.evaluate``, so a
+``ItineraryVerificationServicer`` (public) and ``staycheck.server.partner_service`` (partners) both
+use it. Nothing of a request is kept, logged or written: the stays live in local variables for the
+length of one call. How the match is computed stays behind ``staycheck.geo.matching.evaluate``, so a
 private-set-intersection mode can later produce the same verdict through the same signer.
 """
 
@@ -14,16 +14,15 @@ from collections.abc import Callable
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-
-from client._pb import verification_pb2 as pb
-from client._pb import verification_pb2_grpc as pb_grpc
-from client.verdict import BINDING_LENGTH, MAX_TTL_S, TokenSigner, issue_verdict
-from geo.errors import InvalidInputError
-from geo.itinerary import ItineraryLimits, Stay, validate
-from geo.matching import Status, evaluate
-from server.bundles import BundleManager
-from server.errors import grpc_errors
-from server.keystore import VerdictKeyStore
+from staycheck.geo.errors import InvalidInputError
+from staycheck.geo.itinerary import ItineraryLimits, Status, Stay, validate
+from staycheck.geo.matching import evaluate
+from staycheck.server.bundles import BundleManager
+from staycheck.server.errors import grpc_errors
+from staycheck.server.keystore import VerdictKeyStore
+from staycheck.trust.verdict import BINDING_LENGTH, MAX_TTL_S, TokenSigner, issue_verdict
+from staycheck.v1 import verification_pb2 as pb
+from staycheck.v1 import verification_pb2_grpc as pb_grpc
 
 
 def stays_from_proto(itinerary: pb.Itinerary, *, limits: ItineraryLimits) -> list[Stay]:

@@ -25,10 +25,10 @@ import socket
 import time
 from types import FrameType
 
-from geo.errors import ConfigurationError
-from server.config import ServerConfig
-from server.keystore import VerdictKeyStore
-from server.logs import say
+from staycheck.geo.errors import ConfigurationError
+from staycheck.server.config import ServerConfig
+from staycheck.server.keystore import VerdictKeyStore
+from staycheck.server.logs import say
 
 READY_TIMEOUT_S = 60.0
 
@@ -85,7 +85,7 @@ def supervise(config: ServerConfig) -> int:
                 s.close()
             code = 1
             try:
-                from server.app import run_worker
+                from staycheck.server.app import run_worker
 
                 code = run_worker(
                     _worker_config(config, index),

@@ -4,8 +4,8 @@ import pathlib
 from collections.abc import Iterator
 
 import pytest
+from staycheck.trust.keys import Ed25519Signer
 
-from geo.keys import Ed25519Signer
 from tests.helpers import Clock, RunningServer, running_server, spec_bundle
 
 

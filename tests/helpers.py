@@ -12,14 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf import json_format
-
-from client._pb import verification_pb2 as pb
-from client.client import StayCheckClient
-from client.samples import feature, rfc3339, square
-from geo.authoring import build_bundle
-from geo.bundle import Policy
-from geo.keys import Ed25519Signer
-from geo.trust import sign_bundle
+from staycheck.cli.samples import feature, rfc3339, square
+from staycheck.client.client import StayCheckClient
+from staycheck.geo.authoring import build_bundle
+from staycheck.geo.bundle import Policy
+from staycheck.trust.bundles import sign_bundle
+from staycheck.trust.keys import Ed25519Signer
+from staycheck.v1 import verification_pb2 as pb
 
 DAY = 86400
 HOUR = 3600
@@ -47,7 +46,7 @@ class Clock:
 
 def offset_north(lat: float, metres: float) -> float:
     """Latitude ``metres`` north of ``lat`` along the meridian, for a small offset, by
-    integrating the WGS-84 meridian radius of curvature (independent of geo.geodesy)."""
+    integrating the WGS-84 meridian radius of curvature (independent of staycheck.geo.geodesy)."""
     a, f = 6378137.0, 1 / 298.257223563
     e2 = f * (2 - f)
 
@@ -170,8 +169,8 @@ def running_server(
     **config: Any,
 ) -> Iterator[RunningServer]:
     """A real StayCheckServer on 127.0.0.1:0 with its own state dir under ``root``."""
-    from server.app import StayCheckServer
-    from server.config import ServerConfig
+    from staycheck.server.app import StayCheckServer
+    from staycheck.server.config import ServerConfig
 
     clock = clock or Clock()
     root.mkdir(parents=True, exist_ok=True)

@@ -27,10 +27,9 @@ from typing import Any
 
 import pytest
 import yaml
-
-from client._pb import verification_pb2 as pb
-from client.cli import build_parser
-from server.config import KEYS, build_config
+from staycheck.cli.main import build_parser
+from staycheck.server.config import KEYS, build_config
+from staycheck.v1 import verification_pb2 as pb
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -335,7 +334,8 @@ def test_secret_templates_hold_placeholders_and_say_where_real_values_come_from(
 
 def _server_config(argv: list[str]) -> Any:
     """The configuration ``staycheck`` builds from ``argv`` (no file, no environment), as
-    ``client.cli`` does; raises ConfigurationError where the server would refuse to start."""
+    ``staycheck.cli.main`` does; raises ConfigurationError where the server would refuse to
+    start."""
     args = build_parser().parse_args(argv)
     assert args.command == "serve"
     assert getattr(args, "config", None) is None, "settings in the manifest, not a file"

@@ -4,14 +4,15 @@ and ``bench/fuzz.py`` (atheris or Hypothesis, for as long as asked).
 Two targets, and what "a finding" means for each:
 
 - :func:`request_path`: bytes -> ``SubmitItineraryRequest.FromString`` (a protobuf
-  ``DecodeError`` is the expected refusal at that step) -> ``server.service.stays_from_proto``
-  -> ``geo.itinerary.validate`` -> ``geo.matching.evaluate`` on small real bundles, the path a
-  request takes in the servicer, without gRPC. Any exception that is not a
-  ``geo.errors.Error`` is a finding; so is an ``InvalidInputError`` whose message is not
+  ``DecodeError`` is the expected refusal at that step) ->
+  ``staycheck.server.service.stays_from_proto``
+  -> ``staycheck.geo.itinerary.validate`` -> ``staycheck.geo.matching.evaluate`` on small real
+  bundles, the path a request takes in the servicer, without gRPC. Any exception that is not a
+  ``staycheck.geo.errors.Error`` is a finding; so is an ``InvalidInputError`` whose message is not
   ``field: rule`` with a known field path, or whose rule quotes a number that is not one of
   the documented limits (a leaked value).
-- :func:`token_path`: text -> ``client.verifier.verify_token`` with a real key set. Any
-  exception that is not a ``geo.errors.SignedDataError`` is a finding; so is an accepted
+- :func:`token_path`: text -> ``staycheck.trust.verifier.verify_token`` with a real key set. Any
+  exception that is not a ``staycheck.geo.errors.SignedDataError`` is a finding; so is an accepted
   token whose verdict differs from the one that was signed.
 
 Also here: the small bundles, a real signed token, and Hypothesis strategies for
@@ -27,19 +28,19 @@ from typing import Any
 import cbor2
 from google.protobuf.message import DecodeError
 from hypothesis import strategies as st
+from staycheck.cli.samples import cities
+from staycheck.geo.authoring import build_bundle
+from staycheck.geo.bundle import Policy, RiskAreaBundle
+from staycheck.geo.errors import Error, InvalidInputError, SignedDataError
+from staycheck.geo.itinerary import DEFAULT_LIMITS, Status, validate
+from staycheck.geo.matching import evaluate
+from staycheck.server.service import stays_from_proto
+from staycheck.trust.base45 import ALPHABET, b45decode, b45encode
+from staycheck.trust.keys import Ed25519Signer, KeySet, PublicKey, VerdictKeySet
+from staycheck.trust.verdict import TokenSigner, Verdict, issue_verdict
+from staycheck.trust.verifier import verify_token
+from staycheck.v1 import verification_pb2 as pb
 
-from client._pb import verification_pb2 as pb
-from client.base45 import ALPHABET, b45decode, b45encode
-from client.samples import cities
-from client.verdict import TokenSigner, Verdict, issue_verdict
-from client.verifier import verify_token
-from geo.authoring import build_bundle
-from geo.bundle import Policy, RiskAreaBundle
-from geo.errors import Error, InvalidInputError, SignedDataError
-from geo.itinerary import DEFAULT_LIMITS, validate
-from geo.keys import Ed25519Signer, KeySet, PublicKey, VerdictKeySet
-from geo.matching import Status, evaluate
-from server.service import stays_from_proto
 from tests.helpers import DAY, HOUR, NOW, TJ_LAT, TJ_LON, collection, square_feature
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

@@ -12,11 +12,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, Phase, example, find, given, settings
 from hypothesis import strategies as st
+from staycheck.geo.errors import InvalidInputError
+from staycheck.geo.itinerary import Status
+from staycheck.trust.base45 import b45decode, b45encode
+from staycheck.trust.verdict import decode_token
 
-from client.base45 import b45decode, b45encode
-from client.verdict import decode_token
-from geo.errors import InvalidInputError
-from geo.matching import Status
 from tests.fuzz import targets
 from tests.helpers import DAY, NOW
 

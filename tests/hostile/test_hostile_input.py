@@ -23,11 +23,11 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from staycheck.geo.itinerary import Status
+from staycheck.trust.keys import Ed25519Signer
+from staycheck.v1 import verification_pb2 as pb
+from staycheck.v1 import verification_pb2_grpc as pb_grpc
 
-from client._pb import verification_pb2 as pb
-from client._pb import verification_pb2_grpc as pb_grpc
-from geo.keys import Ed25519Signer
-from geo.matching import Status
 from tests.helpers import BJ_LAT, BJ_LON, DAY, HOUR, NOW, TJ_LAT, TJ_LON, spec_bundle
 from tests.privacy.serving import serve_subprocess, status_kb
 

@@ -1,8 +1,8 @@
 """Helpers for the partner-listener tests: a throwaway PKI made in the test, a partners file,
 a controllable monotonic clock, and a real StayCheckServer with TLS on 127.0.0.1:0.
 
-Nothing here stands in for a StayCheck component: certificates come from ``client.certs``,
-the server is ``server.app.StayCheckServer`` and the channels are real gRPC TLS channels.
+Nothing here stands in for a StayCheck component: certificates come from ``staycheck.cli.certs``,
+the server is ``staycheck.server.app.StayCheckServer`` and the channels are real gRPC TLS channels.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from staycheck.cli import certs
+from staycheck.client.client import PartnerClient, StayCheckClient, tls_credentials
+from staycheck.trust.keys import Ed25519Signer
+from staycheck.v1 import partner_pb2_grpc as ppb_grpc
 
-from client import certs
-from client._pb import partner_pb2_grpc as ppb_grpc
-from client.client import PartnerClient, StayCheckClient, tls_credentials
-from geo.keys import Ed25519Signer
 from tests.helpers import Clock
 
 ALL_METHODS = ("VerifyVerdict", "VerifyVerdicts", "SubmitItineraries")
@@ -66,7 +66,8 @@ class PartnerEntry:
 
 
 def write_partners(path: pathlib.Path, entries: Sequence[PartnerEntry]) -> pathlib.Path:
-    """The partners file in the format of ``server.partners``' docstring, written by hand."""
+    """The partners file in the format of ``staycheck.server.partner_access``' docstring, written
+    by hand."""
     lines: list[str] = []
     for e in entries:
         methods = ", ".join(f'"{m}"' for m in e.methods)
@@ -102,7 +103,7 @@ class FakeMonotonic:
 
 @dataclass
 class TlsServer:
-    server: Any  # server.app.StayCheckServer
+    server: Any  # staycheck.server.app.StayCheckServer
     root: pathlib.Path
     clock: Clock
     pki: Pki
@@ -164,8 +165,8 @@ def tls_server(
 ) -> Iterator[TlsServer]:
     """A real StayCheckServer on 127.0.0.1:0: TLS on the public listener and, when
     ``partners`` is given, the mutual-TLS partner listener on 127.0.0.1:0 as well."""
-    from server.app import StayCheckServer
-    from server.config import ServerConfig
+    from staycheck.server.app import StayCheckServer
+    from staycheck.server.config import ServerConfig
 
     clock = clock or Clock()
     root.mkdir(parents=True, exist_ok=True)

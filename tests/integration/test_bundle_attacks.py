@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from staycheck.trust.keys import Ed25519Signer
 
-from geo.keys import Ed25519Signer
 from tests.helpers import DAY, HOUR, NOW, running_server, signed_bundle, spec_bundle
 
 HUGE = 2**64 - 1  # the largest uint64: nothing can ever follow it

@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
-from client.samples import feature, rfc3339, square
+from staycheck.cli.samples import feature, rfc3339, square
 
 DAY = 86400
 HOUR = 3600

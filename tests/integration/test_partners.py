@@ -2,7 +2,7 @@
 listener, partner identities, methods and budgets, online and bulk verification, batches,
 federation of issuer keys through a trust store, and key rotation without downtime.
 
-Certificates are made in the test with ``client.certs``; servers are real
+Certificates are made in the test with ``staycheck.cli.certs``; servers are real
 ``StayCheckServer``s; channels are real gRPC TLS channels. Expected values come from
 SPEC.md and issue 3, never from the code's output.
 """
@@ -27,15 +27,17 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
-from client import certs
-from client._pb import partner_pb2 as ppb
-from client._pb import partner_pb2_grpc as ppb_grpc
-from client._pb import verification_pb2 as pb
-from client.base45 import b45decode, b45encode
-from client.client import PartnerClient, tls_credentials
-from client.truststore import TrustStore
-from client.verdict import (
+from staycheck.cli import certs
+from staycheck.client.client import PartnerClient, tls_credentials
+from staycheck.client.files import load_trust_store
+from staycheck.geo.errors import BadSignatureError, ConfigurationError, UnknownKeyError
+from staycheck.geo.itinerary import Status
+from staycheck.server.config import ServerConfig
+from staycheck.server.keystore import INDEX_FILE, KEYS_DIR, VerdictKeyStore
+from staycheck.trust import cose
+from staycheck.trust.base45 import b45decode, b45encode
+from staycheck.trust.keys import Ed25519Signer, KeySet, P256Signer, VerdictKeySet
+from staycheck.trust.verdict import (
     CLAIM_STAYCHECK,
     IAT_BUCKET_S,
     MAX_TTL_S,
@@ -45,13 +47,11 @@ from client.verdict import (
     decode_token,
     issue_verdict,
 )
-from client.verifier import DEFAULT_SKEW_S, verify_token
-from geo import cose
-from geo.errors import BadSignatureError, ConfigurationError, UnknownKeyError
-from geo.keys import Ed25519Signer, KeySet, P256Signer, VerdictKeySet
-from geo.matching import Status
-from server.config import ServerConfig
-from server.keystore import INDEX_FILE, KEYS_DIR, VerdictKeyStore
+from staycheck.trust.verifier import DEFAULT_SKEW_S, verify_token
+from staycheck.v1 import partner_pb2 as ppb
+from staycheck.v1 import partner_pb2_grpc as ppb_grpc
+from staycheck.v1 import verification_pb2 as pb
+
 from tests.helpers import (
     BJ_LAT,
     BJ_LON,
@@ -192,7 +192,7 @@ class _HeaderLiesSigner:
 def foreign_token(
     signer: Any, *, issuer: str, status: Status = Status.NO_ABNORMALITY, now: int = NOW
 ) -> str:
-    """A verdict of another issuer, signed with ``signer`` (any ``geo.keys.Signer``)."""
+    """A verdict of another issuer, signed with ``signer`` (any ``staycheck.trust.keys.Signer``)."""
     verdict = issue_verdict(
         status, now=now, issuer=issuer, riskset_version=3, bundle_expires_at=now + DAY
     )
@@ -702,7 +702,7 @@ def test_federation_of_issuers_through_the_trust_store(tmp_path):
             assert (r.valid, r.reason) == (False, "unknown key")
 
     # The offline verifier with the same trust store file says the same.
-    trust = TrustStore.load(store)
+    trust = load_trust_store(store)
     assert verify_token(token_a, trust, now=NOW).issuer == "120000"
     assert verify_token(token_es256, trust, now=NOW).issuer == "130000"
     for token, error in [

@@ -57,3 +57,26 @@ def test_readme_examples_run_as_written(tmp_path):
     assert len(lines) == 3
     assert '"REVIEW_REQUIRED"' in lines[0] and '"NO_ABNORMALITY"' in lines[1]
     assert "stays[0].departure: must be after arrival" in lines[2]
+
+
+def _python_api_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_readme_python_api_runs_as_written():
+    """The three audiences' examples, in order, in one interpreter: a server in process, a
+    traveller's submission through the area of ``demo_areas`` (6 h, three days ago, inside
+    the Tianjin high-risk square: REVIEW_REQUIRED by the matching rule), the hotel's check."""
+    blocks = _python_api_blocks()
+    assert len(blocks) == 3, "verifier, server, traveller"
+    result = subprocess.run(
+        [sys.executable, "-c", "\n".join(blocks)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "REVIEW_REQUIRED"

@@ -7,16 +7,16 @@ import threading
 
 import pytest
 import shapely
+from staycheck.geo.authoring import build_bundle
+from staycheck.geo.bundle import Policy, RiskAreaBundle
+from staycheck.geo.errors import ConfigurationError, MalformedError
+from staycheck.geo.itinerary import Status, Stay
+from staycheck.geo.matching import evaluate
+from staycheck.server.config import build_config
+from staycheck.trust.keys import Ed25519Signer, KeySet, PublicKey, VerdictKeySet
+from staycheck.trust.verdict import TokenSigner, Verdict
+from staycheck.trust.verifier import verify_token
 
-from client.verdict import TokenSigner, Verdict
-from client.verifier import verify_token
-from geo.authoring import build_bundle
-from geo.bundle import Policy, RiskAreaBundle
-from geo.errors import ConfigurationError, MalformedError
-from geo.itinerary import Stay
-from geo.keys import Ed25519Signer, KeySet, PublicKey, VerdictKeySet
-from geo.matching import Status, evaluate
-from server.config import build_config
 from tests.helpers import DAY, HOUR, NOW, TJ_LAT, TJ_LON, running_server, spec_bundle
 
 

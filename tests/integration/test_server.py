@@ -9,13 +9,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from staycheck.geo import errors
+from staycheck.geo.itinerary import Status
+from staycheck.server.errors import status_for
+from staycheck.trust.keys import Ed25519Signer
+from staycheck.trust.verdict import IAT_BUCKET_S, decode_token
+from staycheck.v1 import verification_pb2 as pb
 
-from client._pb import verification_pb2 as pb
-from client.verdict import IAT_BUCKET_S, decode_token
-from geo import errors
-from geo.keys import Ed25519Signer
-from geo.matching import Status
-from server.errors import status_for
 from tests.helpers import (
     BJ_LAT,
     BJ_LON,

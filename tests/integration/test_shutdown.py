@@ -8,8 +8,8 @@ import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from staycheck.client.client import StayCheckClient
 
-from client.client import StayCheckClient
 from tests.helpers import BJ_LAT, BJ_LON, DAY, NOW, itinerary, running_server, spec_bundle, stay
 
 CLEAN = itinerary(stay("110100", NOW - 14 * DAY, NOW, (BJ_LAT, BJ_LON)))

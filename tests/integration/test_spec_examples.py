@@ -7,10 +7,10 @@ Expected verdicts are SPEC.md's table.
 from __future__ import annotations
 
 import pytest
+from staycheck.geo.itinerary import Status
+from staycheck.trust.verifier import verify_token
+from staycheck.v1 import verification_pb2 as pb
 
-from client._pb import verification_pb2 as pb
-from client.verifier import verify_token
-from geo.matching import Status
 from tests.helpers import BJ_LAT, BJ_LON, DAY, HOUR, NOW, TJ_LAT, TJ_LON, itinerary, stay
 
 INSIDE = (TJ_LAT, TJ_LON)

@@ -16,11 +16,11 @@ import time
 import urllib.request
 
 import pytest
+from staycheck.client.client import StayCheckClient
+from staycheck.server.keystore import VerdictKeyStore
+from staycheck.trust.keys import Ed25519Signer
+from staycheck.trust.verdict import decode_token
 
-from client.client import StayCheckClient
-from client.verdict import decode_token
-from geo.keys import Ed25519Signer
-from server.keystore import VerdictKeyStore
 from tests.helpers import DAY, HOUR, TJ_LAT, TJ_LON, itinerary, signed_bundle, square_feature, stay
 
 STAYCHECK = str(pathlib.Path(sys.executable).parent / "staycheck")

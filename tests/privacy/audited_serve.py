@@ -2,7 +2,7 @@
 
 Usage: ``python tests/privacy/audited_serve.py serve --listen ... --state-dir DIR ...``,
 i.e. the arguments of ``staycheck``. A ``sys.addaudithook`` hook is installed before
-``client.cli.main()`` runs. It is *armed* when the server prints its ``serving on`` line
+``staycheck.cli.main.main()`` runs. It is *armed* when the server prints its ``serving on`` line
 (stdout is wrapped to see it), or at once when the environment has ``AUDIT_ARM=start``;
 SIGUSR1 disarms it. While armed it reports to stderr, one line per event, prefixed
 ``AUDIT``:
@@ -175,7 +175,7 @@ def main() -> int:
         _armed.set()
         _report("armed")
 
-    from client.cli import main as staycheck_main
+    from staycheck.cli.main import main as staycheck_main
 
     return staycheck_main(sys.argv[1:])
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from geo.keys import Ed25519Signer
+from staycheck.trust.keys import Ed25519Signer
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]

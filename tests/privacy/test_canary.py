@@ -38,14 +38,14 @@ import cbor2
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from staycheck.cli.samples import cities
+from staycheck.geo.itinerary import Status
+from staycheck.trust import cose
+from staycheck.trust.keys import Ed25519Signer
+from staycheck.trust.verdict import ALLOWED_CLAIMS, decode_token
+from staycheck.v1 import verification_pb2 as pb
+from staycheck.v1 import verification_pb2_grpc as pb_grpc
 
-from client._pb import verification_pb2 as pb
-from client._pb import verification_pb2_grpc as pb_grpc
-from client.samples import cities
-from client.verdict import ALLOWED_CLAIMS, decode_token
-from geo import cose
-from geo.keys import Ed25519Signer
-from geo.matching import Status
 from tests.helpers import DAY, HOUR, spec_bundle
 from tests.privacy.canaries import CanaryIndex, float_forms, time_forms
 from tests.privacy.serving import LAUNCHER, REPO, serve_subprocess, tcp_sockets

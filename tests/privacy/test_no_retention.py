@@ -2,12 +2,12 @@
 "Privacy promises"), through a real in-process server on 127.0.0.1:0.
 
 - After a batch of submissions and ``gc.collect()``, no live protobuf ``Stay``,
-  ``LatLng``, ``Itinerary`` or ``SubmitItineraryRequest`` and no ``geo.itinerary.Stay``
+  ``LatLng``, ``Itinerary`` or ``SubmitItineraryRequest`` and no ``staycheck.geo.itinerary.Stay``
   carrying the batch's values remains (a scan of ``gc.get_objects()``; the scan is shown to
   find objects that *are* kept).
 - A server that has answered 2 000 itineraries gives the same verdict claims (apart from
   ``cti``, ``iat``, ``exp`` and the signature) as a fresh server, for the same requests.
-- The claims map is exactly the allowlist of ``client/verdict.py``: {iss 1, exp 4, iat 6,
+- The claims map is exactly the allowlist of ``trust/verdict.py``: {iss 1, exp 4, iat 6,
   cti 7, StayCheck -65537}, StayCheck's map within {status 1, bundle version 2, binding 3};
   the protected header exactly {alg 1, kid 4}; ``iat`` rounded down to 5 minutes.
 - gRPC's "Exception calling application" logging never runs for a refused request: no
@@ -24,14 +24,14 @@ from collections.abc import Iterable
 import cbor2
 import grpc
 import pytest
+from staycheck.geo import itinerary as geo_itinerary
+from staycheck.geo.itinerary import Status
+from staycheck.server.service import stays_from_proto
+from staycheck.trust import cose
+from staycheck.trust.verdict import decode_token
+from staycheck.v1 import verification_pb2 as pb
+from staycheck.v1 import verification_pb2_grpc as pb_grpc
 
-from client._pb import verification_pb2 as pb
-from client._pb import verification_pb2_grpc as pb_grpc
-from client.verdict import decode_token
-from geo import cose
-from geo import itinerary as geo_itinerary
-from geo.matching import Status
-from server.service import stays_from_proto
 from tests.helpers import (
     BJ_LAT,
     BJ_LON,
@@ -157,7 +157,7 @@ def test_the_scan_finds_kept_objects():
     kept_sub = [kept_requests[1].itinerary.stays[0], kept_requests[2].itinerary.stays[0].location]
     found = live_marked_objects(lats)
     assert {"SubmitItineraryRequest", "Stay", "LatLng"} <= set(found)
-    assert found.count("Stay") >= 2  # a protobuf Stay and a geo.itinerary.Stay
+    assert found.count("Stay") >= 2  # a protobuf Stay and a staycheck.geo.itinerary.Stay
     del kept_requests, kept_stays, kept_sub
     assert live_marked_objects(lats) == []
 

@@ -8,9 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
-from geo.errors import ConfigurationError
-from server.config import KEYS, ServerConfig, build_config, effective
+from staycheck.geo.errors import ConfigurationError
+from staycheck.server.config import KEYS, ServerConfig, build_config, effective
 
 NO_ISSUER = {
     "listen": "127.0.0.1:0",

@@ -1,12 +1,12 @@
-"""geo.cose: the framer used on the signing hot path gives exactly the bytes of the plain
+"""staycheck.trust.cose: the framer used on the signing hot path gives exactly the bytes of the
+plain
 RFC 9052 construction (cbor2 encoding the whole arrays)."""
 
 from __future__ import annotations
 
 import cbor2
 import pytest
-
-from geo import cose
+from staycheck.trust import cose
 
 
 @pytest.mark.parametrize("size", [0, 1, 23, 24, 255, 256, 65535, 65536])
@@ -36,8 +36,8 @@ def test_bstr_header_is_the_shortest_cbor_head(length, head):
 def test_verdict_claims_are_encoded_deterministically(binding):
     # Signing encodes the claims without cbor2's canonical mode, relying on their order;
     # the bytes must be those of RFC 8949 section 4.2.1 deterministic encoding.
-    from client.verdict import issue_verdict
-    from geo.matching import Status
+    from staycheck.geo.itinerary import Status
+    from staycheck.trust.verdict import issue_verdict
 
     verdict = issue_verdict(
         Status.REVIEW_REQUIRED,

@@ -1,17 +1,16 @@
-"""geo.diff: every kind of change found exactly, unchanged areas not listed.
+"""staycheck.geo.diff: every kind of change found exactly, unchanged areas not listed.
 
 Each case changes one thing on purpose; the expected diff is written from that change."""
 
 from __future__ import annotations
 
 import pytest
-
-from client.samples import feature, square
-from geo._pb import bundle_pb2
-from geo.authoring import build_bundle
-from geo.bundle import Level, Policy
-from geo.diff import BundleDiff, LevelChange, PolicyChange, diff_bundles, format_diff
-from geo.errors import MalformedError
+from staycheck.cli.samples import feature, square
+from staycheck.geo.authoring import build_bundle
+from staycheck.geo.bundle import Level, Policy
+from staycheck.geo.diff import BundleDiff, LevelChange, PolicyChange, diff_bundles, format_diff
+from staycheck.geo.errors import MalformedError
+from staycheck.v1 import bundle_pb2
 
 NOW = 1_795_000_000
 DAY = 86400

@@ -1,11 +1,11 @@
-"""``geo.geodesy`` against independent references.
+"""``staycheck.geo.geodesy`` against independent references.
 
 - Distances due north of a polygon's parallel (east-west) edge: the geodesic distance from a
   point to a parallel, measured from a point on the same meridian, is the meridian arc
   between them; ``tests.helpers.offset_north`` integrates that arc on WGS-84.
 - ``search_radius_deg`` must contain every point at ``tolerance_m`` geodesic metres; the
   points are placed with Vincenty's direct formula on WGS-84 (written here, independently
-  of ``geo.geodesy``, and itself checked against the meridian arc and the equator).
+  of ``staycheck.geo.geodesy``, and itself checked against the meridian arc and the equator).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import math
 import numpy as np
 import pytest
 import shapely
+from staycheck.cli.samples import square
+from staycheck.geo.geodesy import MAX_TOLERANCE_M, distance_m, search_radius_deg
 
-from client.samples import square
-from geo.geodesy import MAX_TOLERANCE_M, distance_m, search_radius_deg
 from tests.helpers import TJ_LAT, TJ_LON, offset_north
 
 WGS84_A = 6378137.0
@@ -96,7 +96,7 @@ def test_reference_vincenty_east_on_the_equator():
     assert lon2 - 10.0 == pytest.approx(math.degrees(5000.0 / WGS84_A), rel=1e-9)
 
 
-# A 1 km square (client.samples.square) at these centres; points due north of its top edge.
+# A 1 km square (staycheck.cli.samples.square) at these centres; points due north of its top edge.
 CENTRES = {"equator": (0.5, 30.0), "tianjin": (TJ_LAT, TJ_LON), "lat60": (60.0, 25.0)}
 
 

@@ -1,4 +1,4 @@
-"""Itinerary validation (``geo.itinerary.validate``): one row per rejection rule.
+"""Itinerary validation (``staycheck.geo.itinerary.validate``): one row per rejection rule.
 
 Each row puts the offending stay at index 2, after two valid stays, and checks the
 exception type, the field path it names, and that its message (which may be logged and
@@ -13,13 +13,13 @@ import math
 import pathlib
 
 import pytest
+from staycheck.cli.samples import rfc3339
+from staycheck.geo.errors import Error, InvalidInputError
+from staycheck.geo.itinerary import DEFAULT_LIMITS, ItineraryLimits, Stay, is_city_code, validate
 
-from client.samples import rfc3339
-from geo.errors import Error, InvalidInputError
-from geo.itinerary import DEFAULT_LIMITS, ItineraryLimits, Stay, is_city_code, validate
 from tests.helpers import BJ_LAT, BJ_LON, DAY, HOUR, NOW, TJ_LAT, TJ_LON
 
-CITIES_JSON = pathlib.Path(__file__).parents[2] / "client" / "data" / "jjj_cities.json"
+CITIES_JSON = pathlib.Path(__file__).parents[2] / "cli" / "data" / "jjj_cities.json"
 
 A = NOW - 3 * DAY  # a valid arrival
 

@@ -1,9 +1,9 @@
-"""Keys and key sets (geo.keys): key ids, JWKS import and export, small-order key refusal,
-``KeySet.verify``, and Project Wycheproof's Ed25519 vectors run through that same function.
+"""Keys and key sets (staycheck.trust.keys): key ids, JWKS import and export, small-order key
+refusal, ``KeySet.verify``, and Project Wycheproof's Ed25519 vectors run through that same function.
 
 The Wycheproof file is C2SP/wycheproof ``testvectors_v1/ed25519_test.json`` (commit dac1dd4,
-Apache License 2.0), committed as ``tests/vectors/wycheproof_ed25519_test.json`` so the
-tests need nothing outside the repository; ``../shared/testvectors`` is the fallback.
+Apache License 2.0), committed as ``tests/vectors/wycheproof_ed25519_test.json`` (its
+SHA-256 is in ``tests/vectors/README.md``), so the tests need nothing outside the repository.
 
 Expected values come from RFC 8032 (point encoding, group order), RFC 8037 / RFC 7517 (OKP
 JWK), docs/formats.md (kid, nbf/exp) and Wycheproof's ``result`` fields.
@@ -21,15 +21,14 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from geo.errors import (
+from staycheck.geo.errors import (
     BadSignatureError,
     ConfigurationError,
     Error,
     ExpiredError,
     UnknownKeyError,
 )
-from geo.keys import Ed25519Signer, KeySet, PublicKey, is_weak_ed25519_key, key_id
+from staycheck.trust.keys import Ed25519Signer, KeySet, PublicKey, is_weak_ed25519_key, key_id
 
 P = 2**255 - 19  # RFC 8032 section 5.1: the field prime of edwards25519
 
@@ -367,14 +366,10 @@ def test_pem_round_trips():
 
 VECTOR_NAME = "wycheproof_ed25519_test.json"
 COMMITTED = pathlib.Path(__file__).resolve().parents[1] / "vectors" / VECTOR_NAME
-SHARED = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "testvectors" / VECTOR_NAME
+# The SHA-256 of the file as taken from Wycheproof (tests/vectors/README.md).
+COMMITTED_SHA256 = "752d2ea7d7c6cf4736381b6cbacb61f8182b126ab7cd9b058f00c50084975536"
 
-
-def _vector_path() -> pathlib.Path:
-    return COMMITTED if COMMITTED.exists() else SHARED
-
-
-WYCHEPROOF: dict[str, Any] = json.loads(_vector_path().read_text("utf-8"))
+WYCHEPROOF: dict[str, Any] = json.loads(COMMITTED.read_text("utf-8"))
 VECTORS = [
     (group["publicKey"]["pk"], test)
     for group in WYCHEPROOF["testGroups"]
@@ -382,15 +377,8 @@ VECTORS = [
 ]
 
 
-def test_committed_vectors_are_used():
-    assert COMMITTED.exists(), "tests/vectors/ must hold the Wycheproof file"
-    assert _vector_path() == COMMITTED
-
-
-def test_committed_vectors_match_shared_copy_when_present():
-    if not SHARED.exists():
-        pytest.skip("no ../shared/testvectors beside this checkout")
-    assert COMMITTED.read_bytes() == SHARED.read_bytes()
+def test_committed_vectors_are_the_published_file():
+    assert hashlib.sha256(COMMITTED.read_bytes()).hexdigest() == COMMITTED_SHA256
 
 
 def test_every_vector_in_the_file_is_run():
@@ -406,8 +394,8 @@ def test_acceptable_vectors_are_documented():
 
     What we do with one: our verifier is strict (OpenSSL's Ed25519 via cryptography, and
     small-order keys refused at load), so an "acceptable" case either verifies or raises a
-    geo.errors.Error, never anything else; test_wycheproof_vector enforces that. If a newer
-    file adds such cases, record here which way each goes.
+    staycheck.geo.errors.Error, never anything else; test_wycheproof_vector enforces that. If a
+    newer file adds such cases, record here which way each goes.
     """
     assert [t["tcId"] for _, t in VECTORS if t["result"] == "acceptable"] == []
 

@@ -1,8 +1,8 @@
 """The matching rule of SPEC.md ("Matching rule (normative)"), boundary by boundary.
 
-Every case goes through the pure core: a bundle built by ``geo.authoring.build_bundle``,
-decoded with ``RiskAreaBundle.from_proto``, and ``geo.matching.evaluate`` at a fixed ``now``.
-Itineraries are validated first (``evaluate`` expects validated input). Expected verdicts
+Every case goes through the pure core: a bundle built by ``staycheck.geo.authoring.build_bundle``,
+decoded with ``RiskAreaBundle.from_proto``, and ``staycheck.geo.matching.evaluate`` at a fixed
+``now``. Itineraries are validated first (``evaluate`` expects validated input). Expected verdicts
 come from the rule's text, not from running the code.
 """
 
@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from staycheck.cli.samples import cities, feature, square
+from staycheck.geo.authoring import build_bundle
+from staycheck.geo.bundle import Level, Policy, RiskAreaBundle
+from staycheck.geo.itinerary import Status, Stay, validate
+from staycheck.geo.matching import evaluate
 
-from client.samples import cities, feature, square
-from geo.authoring import build_bundle
-from geo.bundle import Level, Policy, RiskAreaBundle
-from geo.itinerary import Stay, validate
-from geo.matching import Status, evaluate
 from tests.helpers import DAY, HOUR, NOW, TJ_LAT, TJ_LON, collection, offset_north, square_feature
 
 NO = Status.NO_ABNORMALITY

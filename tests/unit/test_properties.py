@@ -1,4 +1,4 @@
-"""Property tests (hypothesis) of the matching rule, ``geo.matching.evaluate``.
+"""Property tests (hypothesis) of the matching rule, ``staycheck.geo.matching.evaluate``.
 
 Properties that follow from SPEC.md's rule, whatever the itinerary:
 
@@ -19,12 +19,12 @@ import math
 
 from hypothesis import find, given, settings
 from hypothesis import strategies as st
+from staycheck.cli.samples import cities
+from staycheck.geo.authoring import build_bundle
+from staycheck.geo.bundle import Policy, RiskAreaBundle
+from staycheck.geo.itinerary import Status, Stay, validate
+from staycheck.geo.matching import evaluate
 
-from client.samples import cities
-from geo.authoring import build_bundle
-from geo.bundle import Policy, RiskAreaBundle
-from geo.itinerary import Stay, validate
-from geo.matching import Status, evaluate
 from tests.helpers import DAY, HOUR, NOW, collection, square_feature
 
 NO = Status.NO_ABNORMALITY

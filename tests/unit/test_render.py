@@ -1,4 +1,4 @@
-"""geo.render: one shape per area, coloured by level, cities marked, every text escaped.
+"""staycheck.geo.render: one shape per area, coloured by level, cities marked, every text escaped.
 
 Expected values come from the bundle built here and from the rules in the module's
 docstring (north up, east right; low green, medium orange, high red; semi-transparent)."""
@@ -9,13 +9,12 @@ import re
 import xml.etree.ElementTree as ET
 
 import pytest
-
-from client.samples import feature, square
-from geo._pb import bundle_pb2
-from geo.authoring import build_bundle
-from geo.bundle import Policy
-from geo.errors import MalformedError
-from geo.render import CityMarker, render_svg
+from staycheck.cli.samples import feature, square
+from staycheck.geo.authoring import build_bundle
+from staycheck.geo.bundle import Policy
+from staycheck.geo.errors import MalformedError
+from staycheck.geo.render import CityMarker, render_svg
+from staycheck.v1 import bundle_pb2
 
 SVG = "{http://www.w3.org/2000/svg}"
 NOW = 1_795_000_000

@@ -1,5 +1,5 @@
-"""Trust rules for risk-area bundles (geo.trust), bundle invariants (geo.bundle) and the
-authoring tool's input checks (geo.authoring).
+"""Trust rules for risk-area bundles (staycheck.trust.bundles), bundle invariants
+(staycheck.geo.bundle) and the authoring tool's input checks (staycheck.geo.authoring).
 
 Table-driven after python-tuf's ``test_trusted_metadata_set.py``: one row per attack with
 the exception class SPEC.md ("Risk-area bundle") and STYLE.md ("Rollback and freeze rules")
@@ -18,12 +18,9 @@ import cbor2
 import pytest
 import shapely
 from google.protobuf.timestamp_pb2 import Timestamp
-
-from geo import cose
-from geo._pb import bundle_pb2
-from geo.authoring import build_bundle
-from geo.bundle import Policy, RiskAreaBundle
-from geo.errors import (
+from staycheck.geo.authoring import build_bundle
+from staycheck.geo.bundle import Policy, RiskAreaBundle
+from staycheck.geo.errors import (
     BadVersionError,
     EqualVersionError,
     ExpiredError,
@@ -32,8 +29,11 @@ from geo.errors import (
     SignedDataError,
     UnknownKeyError,
 )
-from geo.keys import AuthorityKeySet, Ed25519Signer, KeySet
-from geo.trust import BUNDLE_CONTENT_TYPE, TrustedBundleSet, VersionFloor, sign_bundle
+from staycheck.trust import cose
+from staycheck.trust.bundles import BUNDLE_CONTENT_TYPE, TrustedBundleSet, VersionFloor, sign_bundle
+from staycheck.trust.keys import AuthorityKeySet, Ed25519Signer, KeySet
+from staycheck.v1 import bundle_pb2
+
 from tests.helpers import (
     DAY,
     HOUR,
@@ -59,7 +59,8 @@ def authority_keys(*signers: Ed25519Signer) -> AuthorityKeySet:
 
 
 def sign_with_header(payload: bytes, signer: Ed25519Signer, header: dict[int, Any]) -> bytes:
-    """A COSE_Sign1 built by hand (not through geo.trust.sign_bundle), properly signed."""
+    """A COSE_Sign1 built by hand (not through staycheck.trust.bundles.sign_bundle), properly
+    signed."""
     protected = cose.encode_protected(header)
     signature = signer.sign(cose.sig_structure(protected, payload))
     return cose.encode_sign1(protected, payload, signature)
@@ -426,8 +427,8 @@ def test_floor_same_bytes_still_need_to_be_unexpired(authority):
 
 
 # --------------------------------------------------------------------------------------------
-# Bundle invariants (geo.bundle), with payloads built by hand from the proto, signed by the
-# authority and offered to the set: a well-signed but inconsistent bundle is still refused.
+# Bundle invariants (staycheck.geo.bundle), with payloads built by hand from the proto, signed by
+# the authority and offered to the set: a well-signed but inconsistent bundle is still refused.
 # --------------------------------------------------------------------------------------------
 
 SQUARE = shapely.Polygon(

@@ -1,5 +1,5 @@
-"""Verdict tokens (client.verdict), the offline verifier (client.verifier), base45
-(client.base45) and the subject binding (client.binding).
+"""Verdict tokens (staycheck.trust.verdict), the offline verifier (staycheck.trust.verifier), base45
+(staycheck.trust.base45) and the subject binding (staycheck.trust.binding).
 
 Expected values come from SPEC.md ("Verdict", "Privacy promises"), docs/formats.md, RFC 9285
 (base45), RFC 8392/9052 (CWT, COSE_Sign1) and RFC 2104/4231 (HMAC), never from the code.
@@ -15,18 +15,7 @@ from typing import Any
 
 import cbor2
 import pytest
-
-from client import base45
-from client.binding import BINDING_LENGTH, SALT_LENGTH, binding_matches, compute_binding
-from client.verdict import (
-    MAX_TOKEN_CHARS,
-    TokenSigner,
-    Verdict,
-    issue_verdict,
-)
-from client.verifier import DEFAULT_SKEW_S, reason, verify_token
-from geo import cose
-from geo.errors import (
+from staycheck.geo.errors import (
     BadSignatureError,
     BindingMismatchError,
     ExpiredError,
@@ -35,9 +24,19 @@ from geo.errors import (
     StaleVersionError,
     UnknownKeyError,
 )
-from geo.keys import Ed25519Signer, KeySet, PublicKey, VerdictKeySet
-from geo.matching import Status
-from geo.trust import sign_bundle
+from staycheck.geo.itinerary import Status
+from staycheck.trust import base45, cose
+from staycheck.trust.binding import BINDING_LENGTH, SALT_LENGTH, binding_matches, compute_binding
+from staycheck.trust.bundles import sign_bundle
+from staycheck.trust.keys import Ed25519Signer, KeySet, PublicKey, VerdictKeySet
+from staycheck.trust.verdict import (
+    MAX_TOKEN_CHARS,
+    TokenSigner,
+    Verdict,
+    issue_verdict,
+)
+from staycheck.trust.verifier import DEFAULT_SKEW_S, reason, verify_token
+
 from tests.helpers import DAY, HOUR, NOW
 
 ISSUER = "110000"  # Beijing (SPEC.md)

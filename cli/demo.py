@@ -1,0 +1,144 @@
+"""``staycheck demo``: the whole product path on embedded sample data, in one process.
+
+An authority key signs a bundle of sample risk areas; a real gRPC server on a free loopback
+port loads it; a clean and a risky itinerary are submitted; both verdicts are verified
+offline against the server's published keys and the traveller's binding; a tampered token
+is refused. Everything lives in a temporary folder removed at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import tempfile
+import time
+
+import cbor2
+from staycheck.cli import samples
+from staycheck.client.client import StayCheckClient
+from staycheck.geo.authoring import build_bundle
+from staycheck.geo.bundle import Policy
+from staycheck.geo.errors import SignedDataError
+from staycheck.geo.itinerary import Status
+from staycheck.trust import cose
+from staycheck.trust.base45 import b45encode
+from staycheck.trust.binding import compute_binding, new_salt
+from staycheck.trust.bundles import sign_bundle
+from staycheck.trust.keys import Ed25519Signer
+from staycheck.trust.verdict import TOKEN_PREFIX, decode_token
+from staycheck.trust.verifier import reason, verify_token
+
+DEMO_ID = "11010519491231002X"  # a made-up resident ID number; it never leaves the client
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _relabel_as_clean(token: str) -> str:
+    """What a forger would try: rewrite the status claim, keep the signature."""
+    sign1, verdict = decode_token(token)
+    claims = dataclasses.replace(verdict, status=Status.NO_ABNORMALITY).claims()
+    forged = cose.encode_sign1(sign1.protected_bytes, cbor2.dumps(claims), sign1.signature)
+    return TOKEN_PREFIX + b45encode(forged)
+
+
+def run_demo() -> int:
+    from google.protobuf import json_format
+    from staycheck.server.app import StayCheckServer
+    from staycheck.server.config import ServerConfig
+    from staycheck.v1 import verification_pb2 as pb
+
+    now = int(time.time())
+    day, hour = 86400, 3600
+    c = samples.cities()
+    with tempfile.TemporaryDirectory(prefix="staycheck-demo-") as tmp:
+        root = pathlib.Path(tmp)
+        _say("1. The health authority makes a key and signs today's risk areas")
+        authority = Ed25519Signer.generate()
+        (root / "authority.pub").write_bytes(authority.public_key.to_pem())
+        areas = samples.demo_areas(now)
+        msg = build_bundle(
+            areas, version=1, issued_at=now, expires_at=now + 2 * day, policy=Policy()
+        )
+        (root / "bundle.cose").write_bytes(
+            sign_bundle(msg.SerializeToString(deterministic=True), authority)
+        )
+        for f in areas["features"]:
+            p = f["properties"]
+            _say(
+                f"   {p['id']}: {p['level']:6} area in "
+                f"{c[p['city_code']].name_en} ({p['city_code']})"
+            )
+
+        _say("2. A StayCheck server for Beijing (issuer 110000) loads the signed bundle")
+        server = StayCheckServer(
+            ServerConfig(
+                listen="127.0.0.1:0",
+                bundle_path=root / "bundle.cose",
+                authority_key_path=root / "authority.pub",
+                state_dir=root / "state",
+                issuer="110000",
+            )
+        )
+        port = server.start()
+        if server.bundles.current is None:
+            _say("   ERROR: the server refused the bundle")
+            server.stop(grace=0)
+            return 1
+        _say(f"   serving on 127.0.0.1:{port}, bundle version {server.bundles.current.version}")
+        try:
+            with StayCheckClient(f"127.0.0.1:{port}") as client:
+                keys = client.verdict_keys()
+                bj, tj = c["110100"], c["120100"]
+                cases = [
+                    ("14 days in Beijing", [samples.stay_json(bj, now - 14 * day, now)]),
+                    (
+                        "6 h in the Tianjin high-risk area three days ago",
+                        [
+                            samples.stay_json(bj, now - 14 * day, now - 3 * day - 6 * hour),
+                            samples.stay_json(tj, now - 3 * day - 6 * hour, now - 3 * day),
+                        ],
+                    ),
+                ]
+                tokens = []
+                for n, (title, stays) in enumerate(cases, start=3):
+                    _say(f"{n}. A traveller submits: {title}")
+                    itinerary = json_format.Parse(json.dumps({"stays": stays}), pb.Itinerary())
+                    salt = new_salt()
+                    response = client.submit(
+                        itinerary, subject_binding=compute_binding(DEMO_ID, salt)
+                    )
+                    status = Status(response.status)
+                    _say(
+                        f"   verdict: {status.name} ({status.label_zh}), "
+                        f"token {len(response.token)} chars"
+                    )
+                    _say(f"   {response.token[:60]}...")
+                    verdict = verify_token(
+                        response.token,
+                        keys,
+                        now=int(time.time()),
+                        subject_binding=compute_binding(DEMO_ID, salt),
+                    )
+                    _say(
+                        f"   verified offline by a hotel: {verdict.status.label_zh}, issuer "
+                        f"{verdict.issuer}, bound to the bearer, bundle v{verdict.riskset_version}"
+                    )
+                    tokens.append(response.token)
+
+                _say("5. Someone alters a review-required token to look clean")
+                forged = _relabel_as_clean(tokens[1])
+                _say("   (status claim rewritten to NO_ABNORMALITY, signature kept)")
+                try:
+                    verify_token(forged, keys, now=int(time.time()))
+                except SignedDataError as e:
+                    _say(f"   rejected: {reason(e)} ({e})")
+                else:
+                    _say("   ERROR: the tampered token was accepted")
+                    return 1
+        finally:
+            server.stop(grace=1)
+    _say("Done: nothing of either itinerary was kept by the server.")
+    return 0

@@ -1,1 +1,0 @@
-"""Generated protobuf code: do not edit; run ``make proto``."""

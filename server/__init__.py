@@ -1,0 +1,14 @@
+"""The StayCheck gRPC server: the public service, the partner listener, bundle loading and
+reloading, the verdict key store, configuration, metrics and logs, worker processes.
+
+- :class:`StayCheckServer`: one server in this process (``start``, ``stop``), built from a
+  :class:`ServerConfig`.
+- :func:`run`: what ``staycheck serve`` does (signals, workers, graceful stop).
+
+Needs the ``server`` extra.
+"""
+
+from staycheck.server.app import StayCheckServer, run
+from staycheck.server.config import ServerConfig
+
+__all__ = ["ServerConfig", "StayCheckServer", "run"]

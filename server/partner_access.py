@@ -1,0 +1,224 @@
+"""Partner provinces on the mutual-TLS listener: who they are, what they may call, how much.
+
+The partners file (TOML)::
+
+    [[partner]]
+    id = "tianjin"
+    province = "120000"
+    identity = "tianjin.partner.staycheck.test"   # a DNS name in the client cert's SAN
+                                                   # (DNS names only, not URI or IP)
+    methods = ["VerifyVerdict", "VerifyVerdicts", "SubmitItineraries"]
+    requests_per_second = 200                      # sustained budget
+    burst = 400                                    # bucket size (default: one second's worth)
+
+The TLS layer has already refused callers without a certificate from the partner CA (the
+handshake fails, no handler runs). :class:`PartnerAuthInterceptor` then maps the
+certificate's subject alternative names to a partner: a certificate that names no partner,
+or a method the partner lacks, gets PERMISSION_DENIED; a unary call over budget gets
+RESOURCE_EXHAUSTED; stream messages are paced to the budget by their number of items (the
+stream slows down; it fails with RESOURCE_EXHAUSTED only if a message waits longer than
+``max_wait_s``).
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from cryptography import x509
+from staycheck.geo.errors import ConfigurationError
+from staycheck.server.interceptors import HandlerRewriter
+
+PARTNER_SERVICE = "staycheck.v1.PartnerVerification"
+PARTNER_METHODS = frozenset({"VerifyVerdict", "VerifyVerdicts", "SubmitItineraries"})
+
+
+def _items(request: Any) -> int:
+    """What a stream message costs in the budget: its number of items (at least 1)."""
+    for name in ("items", "verdicts"):
+        items = getattr(request, name, None)
+        if items is not None:
+            return max(1, len(items))
+    return 1
+
+
+@dataclass(frozen=True)
+class Partner:
+    id: str
+    province: str
+    identity: str
+    methods: frozenset[str]
+    requests_per_second: float
+    burst: float
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved; thread-safe."""
+
+    def __init__(self, rate: float, burst: float, *, clock: Callable[[], float]) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._clock = clock
+        self._tokens = burst
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+
+    def take(self, n: float = 1) -> bool:
+        """Take ``n`` tokens if they are there. More than the burst can never be there at
+        once: then a full bucket is enough and the rest is borrowed (the bucket goes
+        negative, so later requests wait for it)."""
+        need = min(n, self._burst)
+        with self._lock:
+            self._refill()
+            if self._tokens >= need:
+                self._tokens -= n
+                return True
+            return False
+
+    def wait_time(self, n: float = 1) -> float:
+        """Seconds until ``n`` tokens (at most a full bucket) will be there (0 if they are)."""
+        need = min(n, self._burst)
+        with self._lock:
+            self._refill()
+            return max(0.0, (need - self._tokens) / self._rate)
+
+
+@functools.lru_cache(maxsize=256)
+def _dns_names(pem: bytes) -> tuple[str, ...]:
+    """The DNS names among the certificate's subject alternative names. Only DNS names
+    identify a partner: gRPC's own SAN list mixes in URI, e-mail and IP names, which a CA
+    may issue under looser rules. Cached by certificate (certificates, not requests)."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return ()
+    return tuple(san.get_values_for_type(x509.DNSName))
+
+
+def load_partners(path: pathlib.Path) -> dict[str, Partner]:
+    """Partners by identity."""
+    try:
+        doc = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigurationError(f"partners file {path}: unreadable or not TOML") from e
+    entries = doc.get("partner", [])
+    if not isinstance(entries, list):
+        raise ConfigurationError("partners file: [[partner]] must be an array of tables")
+    partners: dict[str, Partner] = {}
+    for i, entry in enumerate(entries):
+        partner = _partner(i, entry)
+        if partner.identity in partners:
+            raise ConfigurationError(f"partners file: partner[{i}].identity: listed twice")
+        partners[partner.identity] = partner
+    return partners
+
+
+def _partner(i: int, entry: Any) -> Partner:
+    where = f"partners file: partner[{i}]"
+    if not isinstance(entry, Mapping):
+        raise ConfigurationError(f"{where}: must be a table")
+    for name in ("id", "province", "identity"):
+        if not isinstance(entry.get(name), str) or not entry[name]:
+            raise ConfigurationError(f"{where}.{name}: required text")
+    methods = entry.get("methods", [])
+    if not isinstance(methods, list) or not set(methods) <= PARTNER_METHODS:
+        raise ConfigurationError(f"{where}.methods: a list of {sorted(PARTNER_METHODS)}")
+    rate = entry.get("requests_per_second")
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or not rate > 0:
+        raise ConfigurationError(f"{where}.requests_per_second: a positive number")
+    burst = entry.get("burst", max(1.0, float(rate)))
+    if not isinstance(burst, int | float) or isinstance(burst, bool) or not burst >= 1:
+        raise ConfigurationError(f"{where}.burst: a number of at least 1")
+    return Partner(
+        entry["id"], entry["province"], entry["identity"], frozenset(methods), rate, burst
+    )
+
+
+class PartnerAuthInterceptor(HandlerRewriter):
+    """Authorizes partner calls by certificate identity and meters them."""
+
+    def __init__(
+        self,
+        partners: Mapping[str, Partner],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        max_wait_s: float = 5.0,
+    ) -> None:
+        super().__init__()
+        self._partners = dict(partners)
+        self._buckets = {
+            identity: TokenBucket(p.requests_per_second, p.burst, clock=clock)
+            for identity, p in self._partners.items()
+        }
+        self._sleep = sleep
+        self._max_wait_s = max_wait_s
+
+    def _authorize(self, context: grpc.ServicerContext, method: str) -> str:
+        auth: Any = context.auth_context()
+        pems: list[bytes] = list(auth.get("x509_pem_cert", []))
+        for identity in _dns_names(bytes(pems[0])) if pems else ():
+            partner = self._partners.get(identity)
+            if partner is None:
+                continue
+            if method not in partner.methods:
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, f"partner may not call {method}")
+            return identity
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, "certificate names no known partner")
+        raise AssertionError("unreachable")  # abort raises
+
+    def _paced(
+        self, requests: Iterator[Any], identity: str, context: grpc.ServicerContext
+    ) -> Iterator[Any]:
+        bucket = self._buckets[identity]
+        for request in requests:
+            cost = _items(request)
+            waited = 0.0
+            while not bucket.take(cost):
+                delay = bucket.wait_time(cost)
+                if waited + delay > self._max_wait_s:
+                    context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED, "partner request budget exceeded"
+                    )
+                self._sleep(delay)
+                waited += delay
+            yield request
+
+    def rewrite(self, full_method: str, handler: Any) -> Any:
+        service, _, method = full_method.lstrip("/").partition("/")
+        if service != PARTNER_SERVICE:
+            return handler
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=self._guard_unary(handler.unary_unary, method))
+        if handler.stream_stream is not None:
+            return handler._replace(stream_stream=self._guard_stream(handler.stream_stream, method))
+        return handler
+
+    def _guard_unary(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            identity = self._authorize(context, method)
+            if not self._buckets[identity].take():
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "partner request budget exceeded")
+            return behavior(request, context)
+
+        return unary
+
+    def _guard_stream(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        def stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+            identity = self._authorize(context, method)
+            return behavior(self._paced(requests, identity, context), context)
+
+        return stream

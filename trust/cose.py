@@ -1,0 +1,139 @@
+"""COSE_Sign1 (RFC 9052) encoding and decoding, strict and small.
+
+What it does: builds the ``Sig_structure`` to be signed, encodes a tagged COSE_Sign1 and
+decodes one into its parts, refusing anything that is not exactly a tagged four-element
+array of (protected bstr, unprotected map, payload bstr, signature bstr).
+
+What it does not do: pick keys or algorithms, or verify. Callers verify the bytes returned
+by :meth:`Sign1.to_be_signed` with a key *they* chose (``staycheck.trust.keys.KeySet``); a header's
+``alg`` and ``kid`` are only hints.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+from staycheck.geo.errors import MalformedError
+
+COSE_SIGN1_TAG = 18
+HEADER_ALG = 1
+HEADER_CRIT = 2
+HEADER_CONTENT_TYPE = 3
+HEADER_KID = 4
+ALG_EDDSA = -8
+ALG_ES256 = -7
+
+
+def encode_protected(header: dict[int, Any]) -> bytes:
+    """The protected header as the deterministic CBOR bytes that get signed."""
+    return cbor2.dumps(header, canonical=True)
+
+
+def sig_structure(protected: bytes, payload: bytes) -> bytes:
+    """RFC 9052 section 4.4 ``Sig_structure`` for COSE_Sign1 with empty external AAD."""
+    return cbor2.dumps(["Signature1", protected, b"", payload])
+
+
+def bstr_header(length: int) -> bytes:
+    """The CBOR head of a byte string of ``length`` bytes (major type 2, shortest form)."""
+    if length < 24:
+        return bytes([0x40 | length])
+    if length < 0x100:
+        return bytes([0x58, length])
+    if length < 0x10000:
+        return b"\x59" + length.to_bytes(2, "big")
+    return b"\x5a" + length.to_bytes(4, "big")
+
+
+class Sign1Framer:
+    """Frames many COSE_Sign1 messages under one protected header with the header's bytes
+    encoded once: the per-message work is two byte-string heads and concatenation. Gives
+    exactly the bytes of :func:`sig_structure` and :func:`encode_sign1` (a test checks)."""
+
+    def __init__(self, protected: bytes) -> None:
+        self._tbs_prefix = b"\x84" + cbor2.dumps("Signature1") + cbor2.dumps(protected) + b"\x40"
+        self._sign1_prefix = b"\xd2\x84" + cbor2.dumps(protected) + b"\xa0"
+
+    def to_be_signed(self, payload: bytes) -> bytes:
+        return self._tbs_prefix + bstr_header(len(payload)) + payload
+
+    def message(self, payload: bytes, signature: bytes) -> bytes:
+        return b"".join(
+            (
+                self._sign1_prefix,
+                bstr_header(len(payload)),
+                payload,
+                bstr_header(len(signature)),
+                signature,
+            )
+        )
+
+
+def encode_sign1(protected: bytes, payload: bytes, signature: bytes) -> bytes:
+    """A tagged COSE_Sign1 with an empty unprotected header."""
+    return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, payload, signature]))
+
+
+@dataclass(frozen=True, slots=True)
+class Sign1:
+    """A decoded, *unverified* COSE_Sign1."""
+
+    protected_bytes: bytes
+    protected: dict[int, Any]
+    payload: bytes
+    signature: bytes
+
+    @property
+    def kid(self) -> bytes | None:
+        kid = self.protected.get(HEADER_KID)
+        return kid if isinstance(kid, bytes) else None
+
+    @property
+    def alg(self) -> int | None:
+        alg = self.protected.get(HEADER_ALG)
+        return alg if isinstance(alg, int) else None
+
+    def to_be_signed(self) -> bytes:
+        return sig_structure(self.protected_bytes, self.payload)
+
+
+def decode_sign1(data: bytes, *, max_size: int) -> Sign1:
+    """Decode a tagged COSE_Sign1, or raise :class:`MalformedError`.
+
+    ``max_size`` bounds the input before any parsing.
+    """
+    if len(data) > max_size:
+        raise MalformedError(f"COSE_Sign1: larger than {max_size} bytes")
+    try:
+        stream = io.BytesIO(data)
+        obj = cbor2.CBORDecoder(stream).decode()
+    except Exception as e:  # cbor2 raises several types on hostile input
+        raise MalformedError("COSE_Sign1: not valid CBOR") from e
+    if stream.tell() != len(data):
+        raise MalformedError("COSE_Sign1: trailing bytes after the message")
+    if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_SIGN1_TAG:
+        raise MalformedError("COSE_Sign1: missing tag 18")
+    value = obj.value
+    # cbor2 decodes the contents of a tag as immutable values (tuple, frozendict).
+    if not isinstance(value, list | tuple) or len(value) != 4:
+        raise MalformedError("COSE_Sign1: not a four-element array")
+    protected_bytes, unprotected, payload, signature = value
+    if not isinstance(protected_bytes, bytes) or not isinstance(unprotected, Mapping):
+        raise MalformedError("COSE_Sign1: bad header types")
+    if not isinstance(payload, bytes) or not isinstance(signature, bytes):
+        raise MalformedError("COSE_Sign1: payload and signature must be byte strings")
+    if unprotected:
+        raise MalformedError("COSE_Sign1: unprotected header must be empty")
+    try:
+        protected = cbor2.loads(protected_bytes) if protected_bytes else {}
+    except Exception as e:
+        raise MalformedError("COSE_Sign1: protected header is not valid CBOR") from e
+    if not isinstance(protected, dict) or not all(isinstance(k, int) for k in protected):
+        raise MalformedError("COSE_Sign1: protected header must be a map with integer labels")
+    if HEADER_CRIT in protected:
+        raise MalformedError("COSE_Sign1: critical headers are not supported")
+    return Sign1(protected_bytes, protected, payload, signature)
