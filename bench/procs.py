@@ -1,8 +1,9 @@
 """Real server processes for benchmarks, and what the kernel says about them.
 
-:func:`serve` starts ``staycheck serve`` (the console script beside this interpreter) on
-``127.0.0.1:0`` with a fresh authority key, state dir and the given bundle, waits for its
-``serving on HOST:PORT`` line and always terminates it (SIGTERM, then SIGKILL) on exit.
+:func:`serve` starts ``staycheck serve`` through the one harness of tests and benchmarks
+(``tests/harness.py``: on ``127.0.0.1:0`` with a fresh authority key, state dir and the
+given bundle, waits for its ``serving on HOST:PORT`` line and always terminates it, SIGTERM
+then SIGKILL), and pins it to CPUs.
 CPU time and RSS are read from ``/proc`` for the server and all its descendants, so a
 pre-forked multi-worker server is measured whole.
 """
@@ -10,21 +11,19 @@ pre-forked multi-worker server is measured whole.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pathlib
-import re
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from staycheck.trust.keys import Ed25519Signer
 
+from tests import harness
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-_SERVING = re.compile(r"serving on (\S+):(\d+)")
 
 
 def _stat_fields(pid: int) -> list[str]:
@@ -128,10 +127,7 @@ def split_cpus() -> tuple[set[int], set[int]] | None:
 
 
 def staycheck_command() -> list[str]:
-    script = pathlib.Path(sys.executable).parent / "staycheck"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "staycheck.cli.main"]
+    return list(harness.STAYCHECK)
 
 
 def serve_supports(flag: str) -> bool:
@@ -147,20 +143,19 @@ def serve_supports(flag: str) -> bool:
 
 
 @dataclass
-class ServerProcess:
-    proc: subprocess.Popen[bytes]
-    port: int
-    root: pathlib.Path
-    authority: Ed25519Signer
-    startup_s: float
+class ServerProcess(harness.ServeProcess):
+    """A served ``staycheck serve`` (tests/harness.py) and what /proc says about it."""
+
+    authority: Ed25519Signer | None = None
+
+    @classmethod
+    def of(cls, served: harness.ServeProcess, authority: Ed25519Signer) -> ServerProcess:
+        fields = {f.name: getattr(served, f.name) for f in dataclasses.fields(served)}
+        return cls(**fields, authority=authority)
 
     @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
+    def startup_s(self) -> float:
+        return self.started_s
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
@@ -177,26 +172,6 @@ class ServerProcess:
     def peak_rss_bytes(self) -> int:
         return sum(status_kib(p, "VmHWM") * 1024 for p in descendants(self.pid))
 
-    def stderr_tail(self, lines: int = 20) -> str:
-        path = self.root / "server.err"
-        text = path.read_text(errors="replace") if path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def stop_process(proc: subprocess.Popen[bytes], *, grace_s: float = 15.0) -> None:
-    """SIGTERM, wait up to ``grace_s``, then SIGKILL; never raises."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-
 
 @contextlib.contextmanager
 def serve(
@@ -209,29 +184,20 @@ def serve(
     start_timeout_s: float = 120.0,
     cpus: set[int] | None = None,
 ) -> Iterator[ServerProcess]:
-    """A ``staycheck serve`` subprocess on 127.0.0.1:0 serving ``bundle``."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "authority.pub").write_bytes(authority.public_key.to_pem())
-    (root / "bundle.cose").write_bytes(bundle)
-    cmd = [
-        *staycheck_command(),
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--bundle",
-        str(root / "bundle.cose"),
-        "--authority-key",
-        str(root / "authority.pub"),
-        "--state-dir",
-        str(root / "state"),
-        "--issuer",
-        issuer,
-        "--log-level",
-        "warning",
-        *extra_args,
-    ]
-    with spawn(cmd, root, start_timeout_s=start_timeout_s, cpus=cpus) as (proc, port, startup_s):
-        yield ServerProcess(proc, port, root, authority, startup_s)
+    """A ``staycheck serve`` subprocess on 127.0.0.1:0 serving ``bundle``, its threads
+    pinned to ``cpus`` (from its start, and again once it is ready)."""
+    with harness.serve_process(
+        root,
+        authority=authority,
+        bundle=bundle,
+        issuer=issuer,
+        log_level="warning",
+        extra_args=extra_args,
+        start_timeout_s=start_timeout_s,
+        on_start=lambda pid: pin(pid, cpus),
+    ) as served:
+        pin(served.pid, cpus)
+        yield ServerProcess.of(served, authority)
 
 
 @contextlib.contextmanager
@@ -241,38 +207,12 @@ def spawn(
     *,
     start_timeout_s: float = 120.0,
     cpus: set[int] | None = None,
-) -> Iterator[tuple[subprocess.Popen[bytes], int, float]]:
-    """Run ``cmd`` (output to ``root``/server.out and .err) until it prints
+) -> Iterator[tuple[subprocess.Popen[str], int, float]]:
+    """Run ``cmd`` (tests/harness.py: output to ``root``/server.out and .err) until it prints
     ``serving on HOST:PORT``; yields (process, port, startup seconds); always stops it.
     With ``cpus``, the process and every thread it starts run on those CPUs only."""
-    out_path, err_path = root / "server.out", root / "server.err"
-    started = time.monotonic()
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        # The server's own settings come from flags only: no STAYCHECK_* from this shell.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STAYCHECK_")}
-        proc = subprocess.Popen(
-            list(cmd),
-            stdout=out,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-        pin(proc.pid, cpus)
-    try:
-        port = 0
-        deadline = started + start_timeout_s
-        while time.monotonic() < deadline:
-            m = _SERVING.search(out_path.read_text(errors="replace"))
-            if m:
-                port = int(m.group(2))
-                break
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        if not port:
-            tail = err_path.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"server did not start (exit {proc.poll()}):\n{tail}")
-        pin(proc.pid, cpus)
-        yield proc, port, time.monotonic() - started
-    finally:
-        stop_process(proc)
+    with harness.spawn(
+        cmd, root, start_timeout_s=start_timeout_s, on_start=lambda pid: pin(pid, cpus)
+    ) as served:
+        pin(served.pid, cpus)
+        yield served.proc, served.port, served.started_s

@@ -21,6 +21,12 @@ The load generator is ``h2load`` when installed (``apt-get install nghttp2-clien
 a grpc.aio process (``bench.pyload``). Prints a table and writes JSON to
 ``bench/results/latest.json`` and a dated copy beside it.
 
+This module is the orchestration: the command line, the order of the stages, starting and
+stopping what is measured (servers through ``bench.procs``, the load through
+``bench.drive``, the in-process rates through ``bench.inproc``), the machine and noise
+notes, and the JSON. It does not define the figures: what each one is, its baseline,
+ratio and target, and how the table shows it are in ``bench.figures``.
+
     python -m bench.run            # full run, a few minutes
     python -m bench.run --quick    # smoke run, well under a minute
 """
@@ -53,9 +59,10 @@ from staycheck.v1 import verification_pb2 as pb
 
 from bench import data as bdata
 from bench.drive import LoadResult, call_raw, drive, h2load_path
+from bench.figures import build_figures, print_table
 from bench.inproc import match_and_sign, verify_rates
 from bench.procs import ServerProcess, serve, serve_supports, split_cpus
-from bench.stats import fmt_bytes, fmt_duration, fmt_rate, median
+from bench.stats import fmt_duration, median
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -63,38 +70,6 @@ HEALTH = "/grpc.health.v1.Health/Check"
 SUBMIT = "/staycheck.v1.ItineraryVerification/SubmitItinerary"
 STATUS = "/staycheck.v1.ItineraryVerification/GetRiskAreaStatus"
 KEYS = "/staycheck.v1.ItineraryVerification/GetVerdictKeys"
-MiB = 2**20
-
-
-@dataclass
-class Figure:
-    key: str
-    title: str
-    value: float | None
-    unit: str
-    baseline: float | None = None
-    baseline_name: str = ""
-    ratio: float | None = None
-    target: str = ""
-    passed: bool | None = None
-    note: str = ""
-
-    def row(self) -> list[str]:
-        def show(v: float | None) -> str:
-            if v is None:
-                return "-"
-            if self.unit == "s":
-                return fmt_duration(v)
-            if self.unit == "/s":
-                return fmt_rate(v)
-            if self.unit == "B":
-                return fmt_bytes(v)
-            return f"{v:.3g} {self.unit}".strip()
-
-        base = f"{show(self.baseline)} {self.baseline_name}".strip() if self.baseline_name else ""
-        ratio = "-" if self.ratio is None else f"{self.ratio:.2f}"
-        verdict = {True: "PASS", False: "MISS", None: ""}[self.passed]
-        return [self.title, show(self.value), base, ratio, self.target, verdict]
 
 
 @dataclass
@@ -282,8 +257,11 @@ def partner_stream_figure(
     with serve(
         root / "partner-server", bundle, authority, extra_args=args, cpus=server_cpus
     ) as srv:
-        out = (srv.root / "server.out").read_text()
-        port = int(out.split("partners on ", 1)[1].split()[0].rsplit(":", 1)[1])
+        # The partner listener's line follows "serving on": wait for it.
+        partners = srv.wait_for_stdout(r"partners on \S+:(\d+)", timeout=30)
+        if partners is None:
+            raise RuntimeError("the server printed no 'partners on' line:\n" + srv.stderr_tail())
+        port = int(partners.group(1))
         credentials = tls_credentials(ca=ca.cert_pem, cert=partner.cert_pem, key=partner.key_pem)
         old_affinity = os.sched_getaffinity(0)
         if client_cpus:
@@ -427,223 +405,6 @@ def wait_idle(max_wait_s: float) -> float:
         quiet = quiet + 1 if other < 0.1 else 0
         prev = cur
     return time.monotonic() - t0
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
-
-
-def build_figures(res: dict[str, Any], s: Settings) -> list[Figure]:
-    figs: list[Figure] = []
-    servers: dict[int, dict[str, Any]] = res["servers"]
-    mid = servers.get(10_000) or servers[sorted(servers)[len(servers) // 2]]
-    sub, hea = mid["submit"], mid["health"]
-    r = _ratio(sub["cpu_per_call_s"], hea["cpu_per_call_s"])
-    figs.append(
-        Figure(
-            "1.cpu_per_call",
-            f"1 SubmitItinerary server CPU/call ({mid['areas']} areas)",
-            sub["cpu_per_call_s"],
-            "s",
-            hea["cpu_per_call_s"],
-            "health Check",
-            r,
-            "≤ 1.25 × Check",
-            None if r is None else r <= 1.25,
-        )
-    )
-    figs.append(
-        Figure(
-            "1.calls_per_s",
-            f"  calls/s, {s.concurrency} in flight",
-            sub["calls_per_s"],
-            "/s",
-            hea["calls_per_s"],
-            "health Check",
-            _ratio(sub["calls_per_s"], hea["calls_per_s"]),
-            note="shares the cores with the load generator",
-        )
-    )
-    for q in ("p50", "p99"):
-        figs.append(
-            Figure(
-                f"1.latency_{q}",
-                f"  latency {q}",
-                sub[f"latency_{q}_s"],
-                "s",
-                hea[f"latency_{q}_s"],
-                "health Check",
-                _ratio(sub[f"latency_{q}_s"], hea[f"latency_{q}_s"]),
-            )
-        )
-    ns = sorted(servers)
-    for n in ns:
-        srv = servers[n]
-        figs.append(
-            Figure(
-                f"2.cpu_per_call_{n}",
-                f"2 SubmitItinerary CPU/call, {n} areas",
-                srv["submit"]["cpu_per_call_s"],
-                "s",
-                srv["health"]["cpu_per_call_s"],
-                "health Check",
-                _ratio(srv["submit"]["cpu_per_call_s"], srv["health"]["cpu_per_call_s"]),
-            )
-        )
-    if len(ns) > 1:
-        lo, hi = servers[ns[0]]["submit"], servers[ns[-1]]["submit"]
-        r = _ratio(hi["cpu_per_call_s"], lo["cpu_per_call_s"])
-        figs.append(
-            Figure(
-                "2.growth",
-                f"2 CPU/call at {ns[-1]} vs {ns[0]} areas",
-                hi["cpu_per_call_s"],
-                "s",
-                lo["cpu_per_call_s"],
-                f"at {ns[0]} areas",
-                r,
-                "≤ 1.5 ×",
-                None if r is None else r <= 1.5,
-            )
-        )
-    stream = res.get("partner_stream")
-    ms = res["match_sign"]
-    if stream is not None:
-        figs.append(
-            Figure(
-                "3.stream",
-                "3 Partner stream verdicts/s per server core",
-                stream["verdicts_per_core_s"],
-                "/s",
-                ms["raw_sign"]["per_s"],
-                "raw Ed25519 signs/s",
-                _ratio(stream["verdicts_per_core_s"], ms["raw_sign"]["per_s"]),
-                "≥ 12 000 /s",
-                stream["verdicts_per_core_s"] >= 12_000,
-            )
-        )
-    v = ms["match_sign"]["per_s"]
-    figs.append(
-        Figure(
-            "3.match_sign",
-            "3 match + sign verdicts/s per core (in-process)",
-            v,
-            "/s",
-            ms["raw_sign"]["per_s"],
-            "raw Ed25519 signs/s",
-            _ratio(v, ms["raw_sign"]["per_s"]),
-            "≥ 12 000 /s",
-            None,
-            note="no gRPC: the stream's own work",
-        )
-    )
-    figs.append(
-        Figure(
-            "3.full_item",
-            "  parse+validate+match+sign+encode per core",
-            ms["full_item"]["per_s"],
-            "/s",
-            ms["raw_sign"]["per_s"],
-            "raw Ed25519 signs/s",
-            _ratio(ms["full_item"]["per_s"], ms["raw_sign"]["per_s"]),
-        )
-    )
-    vr = res["verify"]
-    r = _ratio(vr["verify_token"]["per_s"], vr["raw_verify"]["per_s"])
-    figs.append(
-        Figure(
-            "4.verify",
-            "4 Offline verify_token tokens/s (one core)",
-            vr["verify_token"]["per_s"],
-            "/s",
-            vr["raw_verify"]["per_s"],
-            "raw Ed25519 verifies/s",
-            r,
-            "≥ 0.85 × raw",
-            None if r is None else r >= 0.85,
-        )
-    )
-    bl = res["bundle_load"]
-    floor = bl["verify_s"] + bl["protobuf_parse_s"]
-    figs.append(
-        Figure(
-            "5.load_time",
-            f"5 Bundle load, {bl['areas']} areas (verify+parse+index)",
-            bl["load_s"],
-            "s",
-            floor,
-            "verify + bare protobuf parse",
-            _ratio(bl["load_s"], floor),
-            "≤ 2 s",
-            bl["load_s"] <= 2.0,
-        )
-    )
-    figs.append(
-        Figure(
-            "5.load_rss",
-            "  RSS of the loading process after the load",
-            bl["rss_after"],
-            "B",
-            bl["rss_before"],
-            "before loading",
-            _ratio(bl["rss_after"], bl["rss_before"]),
-            note=f"growth {bl['rss_growth'] / MiB:.0f} MiB, peak {bl['rss_peak'] / MiB:.0f} MiB",
-        )
-    )
-    big, small = servers[ns[-1]], servers[ns[0]]
-    figs.append(
-        Figure(
-            "5.server_rss",
-            f"5 Server peak RSS (VmHWM), {big['areas']} areas",
-            big["server_peak_rss"],
-            "B",
-            small["server_peak_rss"],
-            f"same with {small['areas']} areas",
-            _ratio(big["server_peak_rss"], small["server_peak_rss"]),
-            "≤ 300 MiB",
-            big["server_peak_rss"] <= 300 * MiB,
-            note=f"RSS after the load test {big['server_rss'] / MiB:.0f} MiB",
-        )
-    )
-    w1, w2 = res.get("workers1"), res.get("workers2")
-    if w1 is not None and w2 is not None:
-        one = w1["submit"]["calls_per_s"]
-        figs.append(
-            Figure(
-                "6.workers",
-                f"6 SubmitItinerary calls/s, 2 workers ({w2['areas']} areas)",
-                w2["submit"]["calls_per_s"],
-                "/s",
-                one,
-                "1 worker",
-                _ratio(w2["submit"]["calls_per_s"], one),
-                "≥ 1.6 × (own cores)",
-                None,
-                note="h2load shares the 2 cores here, so the target does not apply",
-            )
-        )
-        figs.append(
-            Figure(
-                "6.workers_cpu",
-                "  server CPU/call, 2 workers",
-                w2["submit"]["cpu_per_call_s"],
-                "s",
-                w1["submit"]["cpu_per_call_s"],
-                "1 worker",
-                _ratio(w2["submit"]["cpu_per_call_s"], w1["submit"]["cpu_per_call_s"]),
-            )
-        )
-    return figs
-
-
-def print_table(figs: list[Figure]) -> None:
-    header = ["figure", "value", "baseline (same run)", "ratio", "target", ""]
-    rows = [header] + [f.row() for f in figs]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for k, r in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def settings(args: argparse.Namespace) -> Settings:
@@ -809,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  offline verification done", flush=True)
         res["bundle_load"] = bundle_load(root, authority, now, max(s.areas))
         print("  bundle load done", flush=True)
-    figs = build_figures(res, s)
+    figs = build_figures(res, concurrency=s.concurrency)
     measured = {str(n): srv for n, srv in res["servers"].items()}
     for k in (1, 2):
         if f"workers{k}" in res:

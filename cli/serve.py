@@ -43,7 +43,7 @@ def _server_config(args: argparse.Namespace, config_file: str | None) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from staycheck.server import logs
-    from staycheck.server.app import run
+    from staycheck.server.process import run
 
     config = _server_config(args, args.config)
     logs.setup(config.log_level, config.log_format)

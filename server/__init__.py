@@ -8,7 +8,8 @@ reloading, the verdict key store, configuration, metrics and logs, worker proces
 Needs the ``server`` extra.
 """
 
-from staycheck.server.app import StayCheckServer, run
+from staycheck.server.app import StayCheckServer
 from staycheck.server.config import ServerConfig
+from staycheck.server.process import run
 
 __all__ = ["ServerConfig", "StayCheckServer", "run"]

@@ -1,47 +1,37 @@
-"""The StayCheck server: wiring, lifecycle and signals.
+"""The StayCheck server in this process: the wiring around the pure core.
 
-:class:`StayCheckServer` assembles, around the pure core:
+:class:`StayCheckServer` assembles:
 
-- the public listener: ``ItineraryVerification``, the standard health service and
-  reflection; TLS when given a certificate (plaintext only on loopback unless ``insecure``);
-- the partner listener (optional): ``PartnerVerification`` (plus health) behind mutual TLS
-  with the partner CA, and the partner interceptor (identity, allowed methods, budget).
-  Partner services are never on the public listener: they are separate ``grpc.server``s;
-- the bundle manager and verdict key store, and a background thread that reloads the
-  bundle when its file changes (or on :meth:`request_reload`, which SIGHUP calls), picks up
-  key rotations, and keeps health in step with the bundle's expiry.
+- on the public listener, ``ItineraryVerification``, the standard health service and
+  reflection; on the partner listener (optional), ``PartnerVerification`` plus health;
+- the bundle manager and verdict key store, the verdict core, metrics, and a background
+  thread that reloads the bundle when its file changes (or on :meth:`request_reload`, which
+  SIGHUP calls), picks up key rotations, and keeps health in step with the bundle's expiry.
 
-:func:`run` is what ``staycheck serve`` calls: it prints ``serving on HOST:PORT`` once
-ready and stops gracefully on SIGTERM or SIGINT (health turns NOT_SERVING first, in-flight
-calls finish).
+It does not make the gRPC servers, their TLS credentials or bind their ports
+(``staycheck.server.listeners``), and it installs no signal handlers and prints nothing:
+running the process, ``staycheck serve``'s :func:`run`, is ``staycheck.server.process``
+(``run`` and ``run_worker`` are still importable from here).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-import pathlib
-import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent import futures
 from typing import Any
 
-import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from staycheck.client.files import load_trust_store
 from staycheck.geo.errors import ConfigurationError, Error
 from staycheck.server.bundles import BundleManager, ReloadResult
-from staycheck.server.config import ServerConfig
+from staycheck.server.config import ServerConfig, read_file
 from staycheck.server.errors import DecodeGuard
 from staycheck.server.keystore import VerdictKeyStore
-from staycheck.server.limits import StreamLimiter
-from staycheck.server.logs import say
+from staycheck.server.listeners import Listeners
 from staycheck.server.metrics import Metrics, ObservingInterceptor
-from staycheck.server.partner_access import PartnerAuthInterceptor, load_partners
 from staycheck.server.partner_service import PartnerVerificationServicer
 from staycheck.server.service import ItineraryVerificationServicer, VerdictCore
 from staycheck.trust.keys import AuthorityKeySet, KeySet, PublicKey
@@ -63,13 +53,6 @@ def _now() -> int:
     return int(time.time())
 
 
-def _read(path: pathlib.Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise ConfigurationError(f"{what}: cannot read {path} ({e.strerror})") from e
-
-
 class StayCheckServer:
     """One server process: build with a config, :meth:`start`, later :meth:`stop`."""
 
@@ -84,7 +67,7 @@ class StayCheckServer:
         config.check()
         self.config = config
         self._clock = clock
-        authority = PublicKey.from_pem(_read(config.authority_key_path, "authority key"))
+        authority = PublicKey.from_pem(read_file(config.authority_key_path, "authority key"))
         self._other_issuers = (
             load_trust_store(config.trust_store_path)
             if config.trust_store_path is not None
@@ -107,9 +90,6 @@ class StayCheckServer:
             self.metrics = Metrics()
             self.metrics.add_state(self._state_gauges)
         interceptors: list[Any] = [DecodeGuard()]
-        # Open streams hold a thread each: leave most threads to unary calls.
-        public_streams = StreamLimiter(max(1, config.max_workers // 4))
-        partner_streams = StreamLimiter(max(1, config.max_workers // 2))
         if self.metrics is not None or config.access_log:
             interceptors.append(ObservingInterceptor(self.metrics, access=config.access_log))
         self.core = VerdictCore(
@@ -121,47 +101,23 @@ class StayCheckServer:
             verdict_ttl_s=config.verdict_ttl_s,
             on_verdict=self.metrics.observe_verdict if self.metrics is not None else None,
         )
-        options = [
-            ("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", 4 * 1024 * 1024),
-            # Several worker processes may share a port (``--workers``); otherwise never.
-            ("grpc.so_reuseport", int(reuse_port)),
-        ]
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
-            interceptors=[*interceptors, public_streams],
-            options=options,
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        self._listeners = Listeners(
+            config, interceptors=interceptors, monotonic=monotonic, reuse_port=reuse_port
         )
+        public = self._listeners.public
         pb_grpc.add_ItineraryVerificationServicer_to_server(
-            ItineraryVerificationServicer(self.core), self._server
+            ItineraryVerificationServicer(self.core), public
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, public)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), public
         )
-        self._partner_server: Any = None
-        if config.partner_listen is not None:
-            assert config.partners_path is not None
-            interceptor = PartnerAuthInterceptor(
-                load_partners(config.partners_path), clock=monotonic
-            )
-            partner_options = [
-                *options[1:],
-                ("grpc.max_receive_message_length", config.partner_max_message_bytes),
-            ]
-            self._partner_server = grpc.server(
-                futures.ThreadPoolExecutor(
-                    max_workers=config.max_workers, thread_name_prefix="partner"
-                ),
-                interceptors=[*interceptors, partner_streams, interceptor],
-                options=partner_options,
-                maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-            )
+        partner = self._listeners.partner
+        if partner is not None:
             ppb_grpc.add_PartnerVerificationServicer_to_server(
-                PartnerVerificationServicer(self.core, lambda: self._trust), self._partner_server
+                PartnerVerificationServicer(self.core, lambda: self._trust), partner
             )
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._partner_server)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, partner)
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="watcher", daemon=True)
@@ -197,40 +153,9 @@ class StayCheckServer:
         self.health.set(PARTNER_SERVICE_NAME, status)
         self.health.set(LIVENESS_NAME, health_pb2.HealthCheckResponse.SERVING)
 
-    def _credentials(self, *, partner: bool) -> grpc.ServerCredentials | None:
-        cfg = self.config
-        if not cfg.tls:
-            return None
-        assert cfg.tls_cert_path is not None and cfg.tls_key_path is not None
-        pair = [(_read(cfg.tls_key_path, "tls key"), _read(cfg.tls_cert_path, "tls cert"))]
-        if not partner:
-            return grpc.ssl_server_credentials(pair)
-        assert cfg.partner_ca_path is not None
-        return grpc.ssl_server_credentials(
-            pair,
-            root_certificates=_read(cfg.partner_ca_path, "partner CA"),
-            require_client_auth=True,
-        )
-
-    @staticmethod
-    def _bind(server: Any, listen: str, credentials: grpc.ServerCredentials | None) -> int:
-        try:
-            if credentials is None:
-                port = server.add_insecure_port(listen)
-            else:
-                port = server.add_secure_port(listen, credentials)
-        except RuntimeError as e:
-            raise ConfigurationError(f"listen: cannot bind {listen}") from e
-        return int(port)
-
     def start(self) -> int:
         """Bind, load the bundle, start serving; returns the public port."""
-        self.port = self._bind(self._server, self.config.listen, self._credentials(partner=False))
-        if self._partner_server is not None:
-            assert self.config.partner_listen is not None
-            self.partner_port = self._bind(
-                self._partner_server, self.config.partner_listen, self._credentials(partner=True)
-            )
+        self.port, self.partner_port = self._listeners.bind()
         self.bundles.reload()
         self._update_health()
         if self.metrics is not None:
@@ -239,9 +164,7 @@ class StayCheckServer:
                 self.metrics_port = self.metrics.serve(self.config.metrics_listen)
             except OSError as e:
                 raise ConfigurationError(f"metrics_listen: cannot bind ({e.strerror})") from e
-        if self._partner_server is not None:
-            self._partner_server.start()
-        self._server.start()  # last: once the public port answers, everything does
+        self._listeners.start()  # last but the watcher: once the public port answers, all do
         self._watcher.start()
         return self.port
 
@@ -295,73 +218,19 @@ class StayCheckServer:
         if drain > 0:
             time.sleep(drain)
         grace = self.config.grace_s if grace is None else grace
-        events = [self._server.stop(grace)]
-        if self._partner_server is not None:
-            events.append(self._partner_server.stop(grace))
-        for event in events:
-            event.wait()
+        self._listeners.stop(grace)
         if self.metrics is not None:
             self.metrics.close()
 
     def wait(self) -> None:
-        self._server.wait_for_termination()
+        self._listeners.wait()
 
 
-def run(config: ServerConfig) -> int:
-    """Serve until SIGTERM/SIGINT. Prints ``serving on HOST:PORT`` once ready. With
-    ``workers > 1`` a supervisor runs that many processes sharing the port
-    (``staycheck.server.workers``)."""
-    if config.workers == 0:
-        config = dataclasses.replace(config, workers=os.cpu_count() or 1)
-    if config.workers > 1:
-        from staycheck.server.workers import supervise
+def __getattr__(name: str) -> Any:
+    """``run`` and ``run_worker`` now live in ``staycheck.server.process`` (which imports
+    this module, hence the lazy import)."""
+    if name in ("run", "run_worker"):
+        from staycheck.server import process
 
-        return supervise(config)
-    server = StayCheckServer(config)
-    done = threading.Event()
-    _install_signals(server, done)  # before start: a signal while loading is handled too
-    port = server.start()
-    bundle = server.bundles.current
-    state = f"bundle version {bundle.version}" if bundle else "no valid bundle: NOT_SERVING"
-    host = config.listen.rsplit(":", 1)[0]
-    tls = "TLS" if config.tls else "plaintext"
-    say(f"serving on {host}:{port} ({tls}, {state})")
-    _print_side_ports(config, server)
-    while not done.wait(0.5):
-        pass
-    log.info("stopping: finishing in-flight calls")
-    server.stop()
-    say("stopped", err=True)
-    return 0
-
-
-def _install_signals(server: StayCheckServer, done: threading.Event) -> None:
-    def on_stop(signum: int, frame: object) -> None:
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, lambda signum, frame: server.request_reload())
-
-
-def _print_side_ports(config: ServerConfig, server: StayCheckServer, prefix: str = "") -> None:
-    if config.partner_listen is not None:
-        phost = config.partner_listen.rsplit(":", 1)[0]
-        say(f"{prefix}partners on {phost}:{server.partner_port} (mutual TLS)")
-    if config.metrics_listen is not None:
-        mhost = config.metrics_listen.rsplit(":", 1)[0]
-        say(f"{prefix}metrics on http://{mhost}:{server.metrics_port}/metrics")
-
-
-def run_worker(config: ServerConfig, *, index: int, ready: Callable[[], None]) -> int:
-    """One worker process of ``staycheck.server.workers``: like :func:`run`, sharing the port."""
-    server = StayCheckServer(config, reuse_port=True)
-    done = threading.Event()
-    _install_signals(server, done)
-    server.start()
-    _print_side_ports(config, server, prefix=f"worker {index}: ")
-    ready()
-    while not done.wait(0.5):
-        pass
-    server.stop()
-    return 0
+        return getattr(process, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

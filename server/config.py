@@ -124,6 +124,15 @@ class ServerConfig:
                 )
 
 
+def read_file(path: pathlib.Path, what: str) -> bytes:
+    """The bytes of a file the configuration names (a key, a certificate); a
+    :class:`ConfigurationError` naming ``what`` if it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ConfigurationError(f"{what}: cannot read {path} ({e.strerror})") from e
+
+
 def is_loopback(listen: str) -> bool:
     """True for HOST:PORT on a loopback address (127.0.0.0/8, ::1, localhost)."""
     host = listen.rsplit(":", 1)[0].strip("[]")

@@ -10,7 +10,8 @@ handed to gRPC, whose HTTP/2 flow control then holds the partner back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -23,6 +24,11 @@ from staycheck.trust.verifier import reason, verify_token
 from staycheck.v1 import partner_pb2 as ppb
 from staycheck.v1 import partner_pb2_grpc as ppb_grpc
 from staycheck.v1 import verification_pb2 as pb
+
+Request = TypeVar("Request")
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+Response = TypeVar("Response")
 
 
 class PartnerVerificationServicer(ppb_grpc.PartnerVerificationServicer):
@@ -62,38 +68,74 @@ class PartnerVerificationServicer(ppb_grpc.PartnerVerificationServicer):
     def VerifyVerdicts(
         self, requests: Iterator[ppb.VerifyVerdictsRequest], context: grpc.ServicerContext
     ) -> Iterator[ppb.VerifyVerdictsResponse]:
-        index = 0
-        for request in requests:
-            items = [None] if request is UNDECODABLE else request.verdicts
-            results = []
-            for item in items:
-                try:
-                    if item is None:
-                        raise UNDECODABLE_ERROR
-                    result = self._verify(item)
-                except Error as e:
-                    result = ppb.VerifyVerdictResponse(valid=False, reason=status_for(e)[1])
-                results.append(ppb.VerifyVerdictsResult(index=index, result=result))
-                index += 1
-            yield ppb.VerifyVerdictsResponse(results=results)
+        """A bad item (or an undecodable message, as one item) is answered ``valid=False``
+        with the error's details as the reason."""
+
+        def refused(index: int, code: grpc.StatusCode, details: str) -> ppb.VerifyVerdictsResult:
+            result = ppb.VerifyVerdictResponse(valid=False, reason=details)
+            return ppb.VerifyVerdictsResult(index=index, result=result)
+
+        return _per_item(
+            requests,
+            items=lambda request: request.verdicts,
+            answer=lambda i, item: ppb.VerifyVerdictsResult(index=i, result=self._verify(item)),
+            refuse=refused,
+            catch=Error,
+            respond=lambda results: ppb.VerifyVerdictsResponse(results=results),
+        )
 
     def SubmitItineraries(
         self, requests: Iterator[ppb.SubmitItinerariesRequest], context: grpc.ServicerContext
     ) -> Iterator[ppb.SubmitItinerariesResponse]:
         """An undecodable message counts as one item, answered with its error."""
-        index = 0
-        for request in requests:
-            items = [None] if request is UNDECODABLE else request.items
-            results = []
-            for item in items:
-                try:
-                    if item is None:
-                        raise UNDECODABLE_ERROR
-                    verdict = self._core.submit(item.itinerary, item.subject_binding)
-                    results.append(ppb.ItineraryResult(index=index, verdict=verdict))
-                except Exception as e:  # each item's own error; status_for never echoes values
-                    code, details = status_for(e)
-                    error = ppb.ItemError(code=code.name, message=details)
-                    results.append(ppb.ItineraryResult(index=index, error=error))
-                index += 1
-            yield ppb.SubmitItinerariesResponse(results=results)
+
+        def submitted(index: int, item: ppb.ItineraryItem) -> ppb.ItineraryResult:
+            verdict = self._core.submit(item.itinerary, item.subject_binding)
+            return ppb.ItineraryResult(index=index, verdict=verdict)
+
+        def refused(index: int, code: grpc.StatusCode, details: str) -> ppb.ItineraryResult:
+            error = ppb.ItemError(code=code.name, message=details)
+            return ppb.ItineraryResult(index=index, error=error)
+
+        return _per_item(
+            requests,
+            items=lambda request: request.items,
+            answer=submitted,
+            refuse=refused,
+            catch=Exception,  # every exception: each item its own error
+            respond=lambda results: ppb.SubmitItinerariesResponse(results=results),
+        )
+
+
+def _per_item(
+    requests: Iterator[Request],
+    *,
+    items: Callable[[Request], Iterable[Item]],
+    answer: Callable[[int, Item], Result],
+    refuse: Callable[[int, grpc.StatusCode, str], Result],
+    catch: type[Exception],
+    respond: Callable[[list[Result]], Response],
+) -> Iterator[Response]:
+    """The partner streams' loop: one response per request message, with one result per
+    item, in order. The index passed to ``answer`` and ``refuse`` counts items across the
+    whole stream; an undecodable message counts as one item that fails with
+    :data:`UNDECODABLE_ERROR`. ``answer`` makes an item's result; an exception of type
+    ``catch`` that it raises becomes ``refuse``'s result for that item, given the code and
+    details of :func:`status_for` (which never echo values), and the stream goes on; any
+    other exception ends the stream. The next message is pulled only once the response to
+    the previous one has been handed over (bounded memory, see the module docstring).
+    """
+    index = 0
+    for request in requests:
+        batch: Iterable[Item | None] = [None] if request is UNDECODABLE else items(request)
+        results: list[Result] = []
+        for item in batch:
+            try:
+                if item is None:
+                    raise UNDECODABLE_ERROR
+                result = answer(index, item)
+            except catch as e:
+                result = refuse(index, *status_for(e))
+            results.append(result)
+            index += 1
+        yield respond(results)

@@ -85,7 +85,7 @@ def supervise(config: ServerConfig) -> int:
                 s.close()
             code = 1
             try:
-                from staycheck.server.app import run_worker
+                from staycheck.server.process import run_worker
 
                 code = run_worker(
                     _worker_config(config, index),

@@ -8,17 +8,17 @@ import math
 import pathlib
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf import json_format
 from staycheck.cli.samples import feature, rfc3339, square
-from staycheck.client.client import StayCheckClient
 from staycheck.geo.authoring import build_bundle
 from staycheck.geo.bundle import Policy
 from staycheck.trust.bundles import sign_bundle
 from staycheck.trust.keys import Ed25519Signer
 from staycheck.v1 import verification_pb2 as pb
+
+from tests.harness import InProcessServer, in_process
 
 DAY = 86400
 HOUR = 3600
@@ -132,30 +132,8 @@ def itinerary(*stays: dict[str, Any]) -> pb.Itinerary:
     return json_format.ParseDict({"stays": list(stays)}, pb.Itinerary())
 
 
-@dataclass
-class RunningServer:
-    server: Any
-    port: int
-    root: pathlib.Path
-    clock: Clock
-    authority: Ed25519Signer
-    client: StayCheckClient
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def bundle_path(self) -> pathlib.Path:
-        return self.root / "bundle.cose"
-
-    def publish(self, data: bytes) -> Any:
-        """Write a bundle the documented way (temp file + rename) and reload now."""
-        tmp = self.root / ".bundle.tmp"
-        tmp.write_bytes(data)
-        tmp.replace(self.bundle_path)
-        return self.server.reload_now()
+# The in-process server of every test (tests/harness.py).
+RunningServer = InProcessServer
 
 
 @contextlib.contextmanager
@@ -167,29 +145,10 @@ def running_server(
     clock: Clock | None = None,
     issuer: str = "110000",
     **config: Any,
-) -> Iterator[RunningServer]:
-    """A real StayCheckServer on 127.0.0.1:0 with its own state dir under ``root``."""
-    from staycheck.server.app import StayCheckServer
-    from staycheck.server.config import ServerConfig
-
-    clock = clock or Clock()
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "authority.pub").write_bytes(authority.public_key.to_pem())
-    if bundle is not None:
-        (root / "bundle.cose").write_bytes(bundle)
-    cfg = ServerConfig(
-        listen="127.0.0.1:0",
-        bundle_path=root / "bundle.cose",
-        authority_key_path=root / "authority.pub",
-        state_dir=root / "state",
-        issuer=issuer,
-        **config,
-    )
-    server = StayCheckServer(cfg, clock=clock)
-    port = server.start()
-    client = StayCheckClient(f"127.0.0.1:{port}", timeout_s=10)
-    try:
-        yield RunningServer(server, port, root, clock, authority, client)
-    finally:
-        client.close()
-        server.stop(grace=0.5)
+) -> Iterator[InProcessServer]:
+    """A real StayCheckServer on 127.0.0.1:0 with its own state dir under ``root``, on a
+    clock the test moves."""
+    with in_process(
+        root, authority=authority, bundle=bundle, clock=clock or Clock(), issuer=issuer, **config
+    ) as s:
+        yield s

@@ -16,10 +16,11 @@ from typing import Any
 
 import grpc
 from staycheck.cli import certs
-from staycheck.client.client import PartnerClient, StayCheckClient, tls_credentials
+from staycheck.client.client import tls_credentials
 from staycheck.trust.keys import Ed25519Signer
 from staycheck.v1 import partner_pb2_grpc as ppb_grpc
 
+from tests.harness import InProcessServer, in_process
 from tests.helpers import Clock
 
 ALL_METHODS = ("VerifyVerdict", "VerifyVerdicts", "SubmitItineraries")
@@ -101,37 +102,9 @@ class FakeMonotonic:
             self._value += seconds
 
 
-@dataclass
-class TlsServer:
-    server: Any  # staycheck.server.app.StayCheckServer
-    root: pathlib.Path
-    clock: Clock
-    pki: Pki
-    authority: Ed25519Signer
-
-    @property
-    def public_target(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
-
-    @property
-    def partner_target(self) -> str:
-        return f"127.0.0.1:{self.server.partner_port}"
-
-    @property
-    def state_dir(self) -> pathlib.Path:
-        return self.root / "state"
-
-    def client(self, **kwargs: Any) -> StayCheckClient:
-        """The public client over TLS, trusting the test CA."""
-        return StayCheckClient(
-            self.public_target, credentials=self.pki.credentials(), timeout_s=10, **kwargs
-        )
-
-    def partner(self, pair: certs.KeyPair, **kwargs: Any) -> PartnerClient:
-        """A partner client over mutual TLS with ``pair``."""
-        return PartnerClient(
-            self.partner_target, credentials=self.pki.credentials(pair), timeout_s=30, **kwargs
-        )
+# The in-process server with TLS (tests/harness.py): ``client`` trusts the test CA,
+# ``partner(pair)`` is a mutual-TLS partner client.
+TlsServer = InProcessServer
 
 
 @contextlib.contextmanager
@@ -162,38 +135,24 @@ def tls_server(
     issuer: str = "110000",
     monotonic: FakeMonotonic | None = None,
     **config: Any,
-) -> Iterator[TlsServer]:
+) -> Iterator[InProcessServer]:
     """A real StayCheckServer on 127.0.0.1:0: TLS on the public listener and, when
     ``partners`` is given, the mutual-TLS partner listener on 127.0.0.1:0 as well."""
-    from staycheck.server.app import StayCheckServer
-    from staycheck.server.config import ServerConfig
-
-    clock = clock or Clock()
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "authority.pub").write_bytes(authority.public_key.to_pem())
-    (root / "bundle.cose").write_bytes(bundle)
     if partners is not None:
+        root.mkdir(parents=True, exist_ok=True)
         config.update(
             partner_listen="127.0.0.1:0",
             partner_ca_path=pki.ca_path,
             partners_path=write_partners(root / "partners.toml", partners),
         )
-    cfg = ServerConfig(
-        listen="127.0.0.1:0",
-        bundle_path=root / "bundle.cose",
-        authority_key_path=root / "authority.pub",
-        state_dir=root / "state",
+    with in_process(
+        root,
+        authority=authority,
+        bundle=bundle,
+        clock=clock or Clock(),
         issuer=issuer,
-        tls_cert_path=pki.cert_path,
-        tls_key_path=pki.key_path,
+        pki=pki,
+        monotonic=monotonic,
         **config,
-    )
-    kwargs: dict[str, Any] = {"clock": clock}
-    if monotonic is not None:
-        kwargs["monotonic"] = monotonic
-    server = StayCheckServer(cfg, **kwargs)
-    server.start()
-    try:
-        yield TlsServer(server, root, clock, pki, authority)
-    finally:
-        server.stop(grace=0.5)
+    ) as s:
+        yield s

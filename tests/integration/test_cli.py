@@ -15,15 +15,12 @@ import hashlib
 import json
 import os
 import pathlib
-import queue
 import re
 import shutil
 import signal
 import socket
 import stat
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +28,9 @@ from typing import Any
 
 import pytest
 from staycheck.cli.samples import feature, rfc3339, square
+
+from tests import harness
+from tests.harness import ServerFiles
 
 DAY = 86400
 HOUR = 3600
@@ -43,17 +43,12 @@ BJ = (39.9042, 116.4074)
 TJ_5KM_NORTH = (TJ[0] + 5000 / 111_320, TJ[1])
 BASE45 = re.compile(r"[0-9A-Z $%*+\-./:]+")
 
-_sibling = pathlib.Path(sys.executable).parent / "staycheck"
-STAYCHECK = str(_sibling) if _sibling.exists() else shutil.which("staycheck")
-
-
 # --- helpers ------------------------------------------------------------------------------
 
 
 def run(*args: str | os.PathLike[str], stdin: str | None = None, timeout: float = 30):
-    assert STAYCHECK, "the staycheck console script is not installed"
     return subprocess.run(
-        [STAYCHECK, *map(str, args)],
+        [*harness.STAYCHECK, *map(str, args)],
         capture_output=True,
         text=True,
         input=stdin,
@@ -222,12 +217,6 @@ class Served:
         return self.proc.wait(timeout)
 
 
-def _pump(stream: Any, lines: queue.Queue[str | None]) -> None:
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
 @contextlib.contextmanager
 def serving(
     root: pathlib.Path,
@@ -239,61 +228,13 @@ def serving(
     log_level: str = "info",
     name: str = "serve",
 ) -> Iterator[Served]:
-    """``staycheck serve`` on 127.0.0.1:0; waits for its ``serving on`` line; always ends it."""
-    assert STAYCHECK
-    log = root / f"{name}.{time.monotonic_ns()}.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [
-                STAYCHECK,
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--bundle",
-                str(bundle),
-                "--authority-key",
-                str(authority_key),
-                "--state-dir",
-                str(state_dir),
-                "--issuer",
-                issuer,
-                "--log-level",
-                log_level,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            cwd=root,
-        )
-    try:
-        lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
-        deadline = time.monotonic() + 20
-        banner = ""
-        while "serving on 127.0.0.1:" not in banner:
-            try:
-                line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-            except queue.Empty:
-                pytest.fail(f"no 'serving on' line within 20 s; log:\n{log.read_text()}")
-            if line is None:
-                pytest.fail(f"serve exited ({proc.wait()}) before serving; log:\n{log.read_text()}")
-            banner = line
-        m = re.search(r"serving on 127\.0\.0\.1:(\d+)", banner)
-        assert m, banner
-        port = int(m.group(1))
-        assert port != 0, "with port 0 the server must print the port it got"
-        yield Served(proc, port, banner, log)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+    """``staycheck serve`` on 127.0.0.1:0 (tests/harness.py); waits for its ``serving on``
+    line; always ends it. Each run keeps its own stderr log."""
+    files = ServerFiles(root, bundle, authority_key, state_dir)
+    run_dir = root / f"{name}.{time.monotonic_ns()}"
+    command = [*harness.STAYCHECK, *files.serve_args(issuer=issuer, log_level=log_level)]
+    with harness.spawn(command, run_dir, start_timeout_s=20) as p:
+        yield Served(p.proc, p.port, p.banner, p.stderr_path)
 
 
 # --- fixtures -----------------------------------------------------------------------------

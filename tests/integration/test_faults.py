@@ -7,11 +7,9 @@ refuses an older bundle."""
 
 from __future__ import annotations
 
-import pathlib
+import contextlib
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -20,32 +18,14 @@ from staycheck.client.client import StayCheckClient
 from staycheck.trust.keys import Ed25519Signer
 from staycheck.trust.verdict import decode_token
 
+from tests.harness import STAYCHECK, spawn, write_server_files
 from tests.helpers import DAY, HOUR, TJ_LAT, TJ_LON, itinerary, signed_bundle, square_feature, stay
-
-STAYCHECK = str(pathlib.Path(sys.executable).parent / "staycheck")
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _start(root: pathlib.Path, port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [
-            STAYCHECK, "serve", "--listen", f"127.0.0.1:{port}",
-            "--bundle", str(root / "bundle.cose"),
-            "--authority-key", str(root / "authority.pub"),
-            "--state-dir", str(root / "state"), "--issuer", "110000",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=open(root / "server.log", "a"),  # noqa: SIM115 (the process owns it)
-        text=True,
-    )  # fmt: skip
-    line = proc.stdout.readline() if proc.stdout else ""
-    assert line.startswith("serving on"), line
-    return proc
 
 
 def _bundle(authority: Ed25519Signer, version: int, now: int) -> bytes:
@@ -61,10 +41,9 @@ def _bundle(authority: Ed25519Signer, version: int, now: int) -> bytes:
 def test_kill_9_mid_load_then_restart(tmp_path):
     authority = Ed25519Signer.generate()
     now = int(time.time())
-    (tmp_path / "authority.pub").write_bytes(authority.public_key.to_pem())
-    (tmp_path / "bundle.cose").write_bytes(_bundle(authority, 2, now))
-    port = _free_port()
-    proc = _start(tmp_path, port)
+    files = write_server_files(tmp_path, authority=authority, bundle=_bundle(authority, 2, now))
+    port = _free_port()  # the same address after the restart, as a Service would give
+    command = [*STAYCHECK, *files.serve_args(listen=f"127.0.0.1:{port}")]
     risky = itinerary(stay("120100", now - 3 * DAY, now - 3 * DAY + 6 * HOUR, (TJ_LAT, TJ_LON)))
     results: list[str] = []
     errors: list[grpc.StatusCode] = []
@@ -79,15 +58,17 @@ def test_kill_9_mid_load_then_restart(tmp_path):
                     errors.append(e.code())
 
     threads = [threading.Thread(target=load) for _ in range(4)]
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(stop.set)
+        first = stack.enter_context(spawn(command, tmp_path))
         for t in threads:
             t.start()
         time.sleep(0.5)
         before = len(results)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(10)
         time.sleep(0.5)  # clients are now waiting for a ready server
-        proc = _start(tmp_path, port)
+        second = stack.enter_context(spawn(command, tmp_path))
         time.sleep(0.5)
         stop.set()
         for t in threads:
@@ -100,16 +81,8 @@ def test_kill_9_mid_load_then_restart(tmp_path):
         # The restarted server still refuses an older bundle.
         older = tmp_path / ".older.tmp"
         older.write_bytes(_bundle(authority, 1, now))
-        older.replace(tmp_path / "bundle.cose")
-        proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "bundle refused" not in (tmp_path / "server.log").read_text():
-            assert time.monotonic() < deadline, "the older bundle was not refused"
-            time.sleep(0.1)
+        older.replace(files.bundle)
+        second.proc.send_signal(signal.SIGHUP)
+        assert second.wait_for_stderr("bundle refused"), "the older bundle was not refused"
         with StayCheckClient(f"127.0.0.1:{port}") as c:
             assert c.submit(risky).riskset_version == 2
-    finally:
-        stop.set()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(15)

@@ -12,11 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import pathlib
-import shutil
 import stat
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,6 +49,7 @@ from staycheck.v1 import partner_pb2 as ppb
 from staycheck.v1 import partner_pb2_grpc as ppb_grpc
 from staycheck.v1 import verification_pb2 as pb
 
+from tests.harness import STAYCHECK
 from tests.helpers import (
     BJ_LAT,
     BJ_LON,
@@ -125,9 +123,6 @@ ONE_CALL_EXPIRED = PartnerEntry(
     burst=1,
 )
 PARTNERS = [TIANJIN, HEBEI_VERIFY_ONLY, ONE_CALL_ROGUE, ONE_CALL_EXPIRED]
-
-_sibling = pathlib.Path(sys.executable).parent / "staycheck"
-STAYCHECK = str(_sibling) if _sibling.exists() else shutil.which("staycheck")
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -453,7 +448,7 @@ def test_partner_services_are_not_served_on_the_public_listener(beijing, tianjin
 
 
 def test_public_listener_serves_tls(beijing):
-    with beijing.client() as c:
+    with beijing.new_client() as c:
         response = c.submit(RISKY)
         keys = c.verdict_keys()
     assert response.status == REVIEW_REQUIRED
@@ -495,7 +490,7 @@ def test_config_refuses_non_loopback_plaintext(tmp_path, listen):
 
 
 def test_verify_verdict_of_our_own_token(beijing, tianjin):
-    with beijing.client() as c:
+    with beijing.new_client() as c:
         token = c.submit(RISKY, subject_binding=BINDING).token
     with beijing.partner(tianjin) as p:
         r = p.verify_verdict(token)
@@ -509,7 +504,7 @@ def test_verify_verdict_of_our_own_token(beijing, tianjin):
 
 
 def test_verify_verdict_refusals(beijing, tianjin):
-    with beijing.client() as c:
+    with beijing.new_client() as c:
         token = c.submit(RISKY, subject_binding=BINDING).token
     with beijing.partner(tianjin) as p:
 
@@ -618,7 +613,7 @@ def test_batch_of_ten_thousand_with_invalid_items(beijing, tianjin):
 
 
 def _jwks(server: TlsServer) -> str:
-    with server.client() as c:
+    with server.new_client() as c:
         return c.verdict_keys_json()
 
 
@@ -633,7 +628,7 @@ def test_federation_of_issuers_through_the_trust_store(tmp_path):
     with tls_server(
         tmp_path / "a", pki=pki, authority=authority, bundle=bundle, issuer="120000"
     ) as a:
-        with a.client() as c:
+        with a.new_client() as c:
             token_a = c.submit(RISKY).token
             jwks_a = c.verdict_keys_json()
         store_dir = tmp_path / "b-trust"
@@ -686,7 +681,7 @@ def test_federation_of_issuers_through_the_trust_store(tmp_path):
             r = p.verify_verdict(token_a)
             assert r.valid and r.issuer == "120000" and r.status == REVIEW_REQUIRED
             assert (r.issued_at.seconds, r.expires_at.seconds) == (ISSUED_AT, EXPIRES_AT)
-            with b.client() as c:
+            with b.new_client() as c:
                 own = c.submit(CLEAN).token
             r = p.verify_verdict(own)
             assert r.valid and r.issuer == "110000"
@@ -738,7 +733,7 @@ def test_rotation_while_a_client_is_submitting(tmp_path):
         stop = threading.Event()
 
         def submit_continuously() -> None:
-            with s.client() as c:
+            with s.new_client() as c:
                 while not stop.is_set():
                     try:
                         tokens.append(c.submit(RISKY if len(tokens) % 2 else CLEAN).token)
@@ -795,15 +790,13 @@ def test_rotation_while_a_client_is_submitting(tmp_path):
         assert {k["kid"] for k in json.loads(_jwks(s))["keys"]} == {new_kid}
 
 
-@pytest.mark.skipif(STAYCHECK is None, reason="the staycheck console script is not installed")
 def test_keys_rotate_cli_on_a_stopped_state_dir(tmp_path):
     state = tmp_path / "state"
     store = VerdictKeyStore(state, issuer="110000")
     store.load_or_create(now=int(time.time()))
     old_kid = store.active_kid
-    assert STAYCHECK is not None
     r = subprocess.run(
-        [STAYCHECK, "keys", "rotate", "--state-dir", str(state)],
+        [*STAYCHECK, "keys", "rotate", "--state-dir", str(state)],
         capture_output=True,
         text=True,
         timeout=30,

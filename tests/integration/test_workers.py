@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 
@@ -21,9 +19,8 @@ from staycheck.server.keystore import VerdictKeyStore
 from staycheck.trust.keys import Ed25519Signer
 from staycheck.trust.verdict import decode_token
 
+from tests.harness import serve_process
 from tests.helpers import DAY, HOUR, TJ_LAT, TJ_LON, itinerary, signed_bundle, square_feature, stay
-
-STAYCHECK = str(pathlib.Path(sys.executable).parent / "staycheck")
 
 
 def _children(pid: int) -> list[int]:
@@ -52,44 +49,20 @@ def _bundle(authority: Ed25519Signer, version: int, now: int) -> bytes:
 def workers(tmp_path):
     authority = Ed25519Signer.generate()
     now = int(time.time())
-    (tmp_path / "authority.pub").write_bytes(authority.public_key.to_pem())
-    (tmp_path / "bundle.cose").write_bytes(_bundle(authority, 1, now))
-    proc = subprocess.Popen(
-        [
-            STAYCHECK, "serve", "--listen", "127.0.0.1:0",
-            "--bundle", str(tmp_path / "bundle.cose"),
-            "--authority-key", str(tmp_path / "authority.pub"),
-            "--state-dir", str(tmp_path / "state"), "--issuer", "110000", "--workers", "2",
-            "--metrics-listen", "127.0.0.1:0", "--log-format", "json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )  # fmt: skip
-    try:
-        metrics, port = [], None
-        deadline = time.monotonic() + 30
-        while port is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if "metrics on" in line:
-                metrics.append(line.split("metrics on ", 1)[1].strip())
-            if line.startswith("serving on"):
-                port = int(line.split()[2].rsplit(":", 1)[1])
-        assert port is not None, "server did not start"
+    extra = ("--workers", "2", "--metrics-listen", "127.0.0.1:0", "--log-format", "json")
+    with serve_process(
+        tmp_path, authority=authority, bundle=_bundle(authority, 1, now), extra_args=extra
+    ) as served:
+        # Each worker prints its metrics address before the supervisor's "serving on".
+        metrics = [
+            line.split("metrics on ", 1)[1].strip()
+            for line in served.stdout_lines
+            if "metrics on" in line
+        ]
         yield {
-            "proc": proc, "port": port, "metrics": metrics, "root": tmp_path,
+            "proc": served.proc, "port": served.port, "metrics": metrics, "root": tmp_path,
             "authority": authority, "now": now,
         }  # fmt: skip
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def _risky(now: int):
@@ -169,26 +142,12 @@ def test_sigterm_stops_every_worker(workers):
 def test_workers_0_means_one_per_core(tmp_path):
     authority = Ed25519Signer.generate()
     now = int(time.time())
-    (tmp_path / "authority.pub").write_bytes(authority.public_key.to_pem())
-    (tmp_path / "bundle.cose").write_bytes(_bundle(authority, 1, now))
-    proc = subprocess.Popen(
-        [
-            STAYCHECK, "serve", "--listen", "127.0.0.1:0",
-            "--bundle", str(tmp_path / "bundle.cose"),
-            "--authority-key", str(tmp_path / "authority.pub"),
-            "--state-dir", str(tmp_path / "state"), "--issuer", "110000", "--workers", "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )  # fmt: skip
-    try:
-        line = proc.stdout.readline()
+    bundle = _bundle(authority, 1, now)
+    with serve_process(
+        tmp_path, authority=authority, bundle=bundle, extra_args=("--workers", "0")
+    ) as served:
         cores = os.cpu_count() or 1
-        assert line.startswith("serving on")
         if cores > 1:
-            assert f"(plaintext, {cores} workers)" in line
-            assert len(_children(proc.pid)) == cores
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
+            assert f"(plaintext, {cores} workers)" in served.banner
+            assert len(_children(served.pid)) == cores
+        assert served.stop(20) == 0

@@ -337,7 +337,7 @@ def test_no_canary_in_the_state_dir_or_temp_dir(run):
     # Nothing new beside them either: the root holds what the test put there and the
     # server's own dirs.
     names = {p.name for p in srv.root.iterdir()}
-    assert names == {"authority.pub", "bundle.cose", "state", "tmp", "serve.stderr"}
+    assert names == {"authority.pub", "bundle.cose", "state", "tmp", "server.err", "server.out"}
 
 
 def test_no_canary_in_the_metrics(run):

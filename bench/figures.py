@@ -1,0 +1,181 @@
+"""What each figure of ``make bench`` is and how it is shown: its value and its baseline
+from the same run, the ratio of the two, the target of issue 5 and whether it is met, and
+the table that prints them.
+
+It takes the measurements ``bench.run`` collected (plain dicts of numbers) and returns
+``Figure`` objects; ``print_table`` prints them. It starts no server, drives no load, reads
+no clock and writes no file: measuring and the JSON are ``bench.run``'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from bench.stats import fmt_bytes, fmt_duration, fmt_rate
+
+MiB = 2**20
+
+
+@dataclass
+class Figure:
+    """One row of the table: a measured ``value`` beside its ``baseline`` from the same
+    run, their ``ratio``, and issue 5's ``target`` with whether it ``passed``."""
+
+    key: str
+    title: str
+    value: float | None
+    unit: str
+    baseline: float | None = None
+    baseline_name: str = ""
+    ratio: float | None = None
+    target: str = ""
+    passed: bool | None = None
+    note: str = ""
+
+    def with_target(self, target: str, passed: bool | None) -> Figure:
+        """This figure with a ``target`` and whether it is met (None: not judged)."""
+        return replace(self, target=target, passed=passed)
+
+    def row(self) -> list[str]:
+        def show(v: float | None) -> str:
+            if v is None:
+                return "-"
+            if self.unit == "s":
+                return fmt_duration(v)
+            if self.unit == "/s":
+                return fmt_rate(v)
+            if self.unit == "B":
+                return fmt_bytes(v)
+            return f"{v:.3g} {self.unit}".strip()
+
+        base = f"{show(self.baseline)} {self.baseline_name}".strip() if self.baseline_name else ""
+        ratio = "-" if self.ratio is None else f"{self.ratio:.2f}"
+        verdict = {True: "PASS", False: "MISS", None: ""}[self.passed]
+        return [self.title, show(self.value), base, ratio, self.target, verdict]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _at_most(ratio: float | None, bound: float) -> bool | None:
+    return None if ratio is None else ratio <= bound
+
+
+def _at_least(ratio: float | None, bound: float) -> bool | None:
+    return None if ratio is None else ratio >= bound
+
+
+def _beside(
+    key: str,
+    title: str,
+    value: float | None,
+    unit: str,
+    baseline: float | None,
+    baseline_name: str,
+    note: str = "",
+) -> Figure:
+    """``value`` beside ``baseline``, with the ratio value / baseline."""
+    ratio = _ratio(value, baseline)
+    return Figure(key, title, value, unit, baseline, baseline_name, ratio, note=note)
+
+
+def _compare(
+    key: str,
+    title: str,
+    metric: str,
+    unit: str,
+    measured: tuple[dict[str, Any], dict[str, Any]],
+    baseline_name: str,
+    note: str = "",
+) -> Figure:
+    """``metric`` of the first of ``measured`` beside the same metric of the second."""
+    subject, baseline = measured
+    return _beside(key, title, subject[metric], unit, baseline[metric], baseline_name, note)
+
+
+def build_figures(res: dict[str, Any], *, concurrency: int) -> list[Figure]:
+    """The rows of the table, in order, from the measurements of ``bench.run``
+    (``concurrency``: the calls in flight, for a title)."""
+    figs: list[Figure] = []
+    servers: dict[int, dict[str, Any]] = res["servers"]
+    mid = servers.get(10_000) or servers[sorted(servers)[len(servers) // 2]]
+    pair = mid["submit"], mid["health"]
+    check = "health Check"
+    title = f"1 SubmitItinerary server CPU/call ({mid['areas']} areas)"
+    f = _compare("1.cpu_per_call", title, "cpu_per_call_s", "s", pair, check)
+    figs.append(f.with_target("≤ 1.25 × Check", _at_most(f.ratio, 1.25)))
+    title = f"  calls/s, {concurrency} in flight"
+    note = "shares the cores with the load generator"
+    figs.append(_compare("1.calls_per_s", title, "calls_per_s", "/s", pair, check, note))
+    for q in ("p50", "p99"):
+        figs.append(
+            _compare(f"1.latency_{q}", f"  latency {q}", f"latency_{q}_s", "s", pair, check)
+        )
+    ns = sorted(servers)
+    for n in ns:
+        title = f"2 SubmitItinerary CPU/call, {n} areas"
+        pair = servers[n]["submit"], servers[n]["health"]
+        figs.append(_compare(f"2.cpu_per_call_{n}", title, "cpu_per_call_s", "s", pair, check))
+    if len(ns) > 1:
+        title = f"2 CPU/call at {ns[-1]} vs {ns[0]} areas"
+        pair = servers[ns[-1]]["submit"], servers[ns[0]]["submit"]
+        f = _compare("2.growth", title, "cpu_per_call_s", "s", pair, f"at {ns[0]} areas")
+        figs.append(f.with_target("≤ 1.5 ×", _at_most(f.ratio, 1.5)))
+    stream = res.get("partner_stream")
+    ms = res["match_sign"]
+    sign, raw_sign = ms["raw_sign"], "raw Ed25519 signs/s"
+    if stream is not None:
+        v = stream["verdicts_per_core_s"]
+        title = "3 Partner stream verdicts/s per server core"
+        f = _beside("3.stream", title, v, "/s", sign["per_s"], raw_sign)
+        figs.append(f.with_target("≥ 12 000 /s", v >= 12_000))
+    title = "3 match + sign verdicts/s per core (in-process)"
+    note = "no gRPC: the stream's own work"
+    f = _compare("3.match_sign", title, "per_s", "/s", (ms["match_sign"], sign), raw_sign, note)
+    figs.append(f.with_target("≥ 12 000 /s", None))
+    title = "  parse+validate+match+sign+encode per core"
+    figs.append(_compare("3.full_item", title, "per_s", "/s", (ms["full_item"], sign), raw_sign))
+    vr = res["verify"]
+    title = "4 Offline verify_token tokens/s (one core)"
+    pair = vr["verify_token"], vr["raw_verify"]
+    f = _compare("4.verify", title, "per_s", "/s", pair, "raw Ed25519 verifies/s")
+    figs.append(f.with_target("≥ 0.85 × raw", _at_least(f.ratio, 0.85)))
+    bl = res["bundle_load"]
+    floor = bl["verify_s"] + bl["protobuf_parse_s"]
+    title = f"5 Bundle load, {bl['areas']} areas (verify+parse+index)"
+    f = _beside("5.load_time", title, bl["load_s"], "s", floor, "verify + bare protobuf parse")
+    figs.append(f.with_target("≤ 2 s", bl["load_s"] <= 2.0))
+    title = "  RSS of the loading process after the load"
+    note = f"growth {bl['rss_growth'] / MiB:.0f} MiB, peak {bl['rss_peak'] / MiB:.0f} MiB"
+    figs.append(
+        _beside("5.load_rss", title, bl["rss_after"], "B", bl["rss_before"], "before loading", note)
+    )
+    big, small = servers[ns[-1]], servers[ns[0]]
+    title = f"5 Server peak RSS (VmHWM), {big['areas']} areas"
+    note = f"RSS after the load test {big['server_rss'] / MiB:.0f} MiB"
+    base = f"same with {small['areas']} areas"
+    f = _compare("5.server_rss", title, "server_peak_rss", "B", (big, small), base, note)
+    figs.append(f.with_target("≤ 300 MiB", big["server_peak_rss"] <= 300 * MiB))
+    w1, w2 = res.get("workers1"), res.get("workers2")
+    if w1 is not None and w2 is not None:
+        pair = w2["submit"], w1["submit"]
+        title = f"6 SubmitItinerary calls/s, 2 workers ({w2['areas']} areas)"
+        note = "h2load shares the 2 cores here, so the target does not apply"
+        f = _compare("6.workers", title, "calls_per_s", "/s", pair, "1 worker", note)
+        figs.append(f.with_target("≥ 1.6 × (own cores)", None))
+        title = "  server CPU/call, 2 workers"
+        figs.append(_compare("6.workers_cpu", title, "cpu_per_call_s", "s", pair, "1 worker"))
+    return figs
+
+
+def print_table(figs: list[Figure]) -> None:
+    """Print ``figs`` as a table under a header, each column as wide as its widest cell."""
+    header = ["figure", "value", "baseline (same run)", "ratio", "target", ""]
+    rows = [header] + [f.row() for f in figs]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for k, r in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        if k == 0:
+            print("  ".join("-" * w for w in widths))

@@ -1,0 +1,370 @@
+"""One way to start and stop a real StayCheck server, for the tests and the benchmarks.
+
+Two shapes, one set of files:
+
+- :func:`write_server_files` puts the authority's public key and a bundle in a folder and
+  names the state dir beside them; :meth:`ServerFiles.serve_args` is the matching
+  ``staycheck serve`` command line.
+- :func:`in_process` runs :class:`staycheck.server.StayCheckServer` in this process on
+  127.0.0.1:0 (an injected clock, direct access to the server object).
+- :func:`spawn` runs a command (``staycheck serve ...`` or a launcher around it) as a
+  subprocess, waits for its ``serving on HOST:PORT`` line, and always ends it: SIGTERM,
+  then SIGKILL after a grace period. Its stdout lines are kept (and written to
+  ``server.out``), its stderr goes to ``server.err``.
+
+Nothing here stands in for a component: the servers, keys and channels are real. This
+module imports no pytest, so ``bench/`` uses it too; a server that does not start raises
+:class:`ServerDidNotStart` with the tail of its stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from staycheck.trust.keys import Ed25519Signer
+
+_SCRIPT = pathlib.Path(sys.executable).parent / "staycheck"
+# The console script of the environment running the tests, else the module.
+STAYCHECK: list[str] = (
+    [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "staycheck.cli.main"]
+)
+SERVING = re.compile(r"serving on (\[[^\]]+\]|[\w.-]+):(\d+)")
+# Settings that would reach a spawned server from the caller's environment.
+HERMETIC_PREFIXES = ("STAYCHECK_", "GRPC_", "AUDIT_")
+
+
+class ServerDidNotStart(RuntimeError):
+    """The server exited, or printed no ``serving on`` line in time."""
+
+
+@dataclass(frozen=True)
+class ServerFiles:
+    root: pathlib.Path
+    bundle: pathlib.Path
+    authority_key: pathlib.Path
+    state_dir: pathlib.Path
+
+    def serve_args(
+        self, *, listen: str = "127.0.0.1:0", issuer: str = "110000", log_level: str = "info"
+    ) -> list[str]:
+        """``staycheck serve`` with these files (without the program name)."""
+        return [
+            "serve", "--listen", listen, "--bundle", str(self.bundle),
+            "--authority-key", str(self.authority_key), "--state-dir", str(self.state_dir),
+            "--issuer", issuer, "--log-level", log_level,
+        ]  # fmt: skip
+
+
+def write_server_files(
+    root: pathlib.Path, *, authority: Ed25519Signer, bundle: bytes | None
+) -> ServerFiles:
+    """``root``/authority.pub and, unless ``bundle`` is None, ``root``/bundle.cose."""
+    root.mkdir(parents=True, exist_ok=True)
+    files = ServerFiles(root, root / "bundle.cose", root / "authority.pub", root / "state")
+    files.authority_key.write_bytes(authority.public_key.to_pem())
+    if bundle is not None:
+        files.bundle.write_bytes(bundle)
+    return files
+
+
+# --- in this process -----------------------------------------------------------------------
+
+
+@dataclass
+class InProcessServer:
+    """A started :class:`StayCheckServer` and a default client for its public listener."""
+
+    server: Any  # staycheck.server.StayCheckServer
+    files: ServerFiles
+    clock: Callable[[], int]
+    authority: Ed25519Signer
+    client: Any  # staycheck.client.StayCheckClient
+    new_client: Callable[..., Any]
+    """Another public client (same credentials as ``client``); keyword arguments go to it."""
+    pki: Any = None
+    """With TLS: the test PKI (``tests/integration/partner_helpers.Pki``)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def root(self) -> pathlib.Path:
+        return self.files.root
+
+    @property
+    def port(self) -> int:
+        return int(self.server.port)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    public_target = target
+
+    @property
+    def partner_target(self) -> str:
+        return f"127.0.0.1:{self.server.partner_port}"
+
+    def partner(self, pair: Any, **options: Any) -> Any:
+        """A partner client over mutual TLS with the test PKI's key pair ``pair``."""
+        from staycheck.client import PartnerClient
+
+        options.setdefault("timeout_s", 30)
+        return PartnerClient(self.partner_target, credentials=self.pki.credentials(pair), **options)
+
+    @property
+    def bundle_path(self) -> pathlib.Path:
+        return self.files.bundle
+
+    @property
+    def state_dir(self) -> pathlib.Path:
+        return self.files.state_dir
+
+    def publish(self, data: bytes) -> Any:
+        """Write a bundle the documented way (temp file + rename) and reload now."""
+        tmp = self.root / ".bundle.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(self.bundle_path)
+        return self.server.reload_now()
+
+
+@contextlib.contextmanager
+def in_process(
+    root: pathlib.Path,
+    *,
+    authority: Ed25519Signer,
+    bundle: bytes | None,
+    clock: Callable[[], int],
+    issuer: str = "110000",
+    pki: Any = None,
+    monotonic: Callable[[], float] | None = None,
+    grace_s: float = 0.5,
+    **config: Any,
+) -> Iterator[InProcessServer]:
+    """A real StayCheckServer on 127.0.0.1:0 with its own state dir under ``root``.
+    ``config`` goes to :class:`ServerConfig`. With ``pki`` (the test PKI), the public
+    listener uses its server certificate and the clients trust its CA."""
+    from staycheck.client import StayCheckClient
+    from staycheck.server import ServerConfig, StayCheckServer
+
+    files = write_server_files(root, authority=authority, bundle=bundle)
+    channel_credentials = None
+    if pki is not None:
+        config.update(tls_cert_path=pki.cert_path, tls_key_path=pki.key_path)
+        channel_credentials = pki.credentials()
+    cfg = ServerConfig(
+        listen="127.0.0.1:0",
+        bundle_path=files.bundle,
+        authority_key_path=files.authority_key,
+        state_dir=files.state_dir,
+        issuer=issuer,
+        **config,
+    )
+    kwargs: dict[str, Any] = {"clock": clock}
+    if monotonic is not None:
+        kwargs["monotonic"] = monotonic
+    server = StayCheckServer(cfg, **kwargs)
+    port = server.start()
+
+    def new_client(**options: Any) -> Any:
+        options.setdefault("timeout_s", 10)
+        return StayCheckClient(f"127.0.0.1:{port}", credentials=channel_credentials, **options)
+
+    client = new_client()
+    try:
+        yield InProcessServer(server, files, clock, authority, client, new_client, pki)
+    finally:
+        client.close()
+        server.stop(grace=grace_s)
+
+
+# --- as a subprocess -----------------------------------------------------------------------
+
+
+@dataclass
+class ServeProcess:
+    proc: subprocess.Popen[str]
+    port: int
+    banner: str
+    root: pathlib.Path
+    started_s: float
+    """Seconds from the start of the process to its ``serving on`` line."""
+    stdout_lines: list[str]
+    stderr_path: pathlib.Path
+    files: ServerFiles | None = None
+    """The files of :func:`serve_process`; None for another command."""
+
+    @property
+    def state_dir(self) -> pathlib.Path:
+        assert self.files is not None
+        return self.files.state_dir
+
+    @property
+    def tmp_dir(self) -> pathlib.Path:
+        """The server's ``TMPDIR`` under :func:`serve_process`."""
+        return self.root / "tmp"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stdout_text(self) -> str:
+        return "".join(self.stdout_lines)
+
+    def stderr_text(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.stderr_text().splitlines()[-lines:])
+
+    def wait_for_stdout(self, pattern: str, *, timeout: float = 10) -> re.Match[str] | None:
+        """The first match of ``pattern`` in stdout, waiting up to ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = re.search(pattern, self.stdout_text())
+            if m or time.monotonic() > deadline:
+                return m
+            time.sleep(0.05)
+
+    def wait_for_stderr(self, needle: str, *, timeout: float = 10) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.stderr_text():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM and wait; the exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+def stop_process(proc: subprocess.Popen[Any], *, grace_s: float = 15.0) -> None:
+    """SIGTERM, wait up to ``grace_s``, then SIGKILL; never raises."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+def _pump(stream: Any, lines: list[str], copy: Any, q: queue.Queue[str | None]) -> None:
+    with copy:
+        for line in stream:
+            lines.append(line)
+            copy.write(line)
+            copy.flush()
+            q.put(line)
+    q.put(None)
+
+
+@contextlib.contextmanager
+def spawn(
+    command: Sequence[str],
+    root: pathlib.Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    start_timeout_s: float = 30.0,
+    grace_s: float = 15.0,
+    on_start: Callable[[int], None] | None = None,
+) -> Iterator[ServeProcess]:
+    """Run ``command`` in ``root`` until it prints ``serving on HOST:PORT``; always end it.
+
+    The environment is the caller's without ``STAYCHECK_*``, ``GRPC_*`` and ``AUDIT_*``
+    (the server's settings come from its flags), plus ``env``. ``on_start`` gets the pid
+    right after the process starts (the bench pins it to CPUs)."""
+    root.mkdir(parents=True, exist_ok=True)
+    stderr_path = root / "server.err"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(HERMETIC_PREFIXES)}
+    environment |= {"PYTHONUNBUFFERED": "1", **(env or {})}
+    started = time.monotonic()
+    with stderr_path.open("ab") as err:
+        proc = subprocess.Popen(
+            list(command),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            cwd=root,
+            env=environment,
+        )
+    try:
+        if on_start is not None:
+            on_start(proc.pid)
+        lines: list[str] = []
+        q: queue.Queue[str | None] = queue.Queue()
+        copy = (root / "server.out").open("a", encoding="utf-8")
+        threading.Thread(target=_pump, args=(proc.stdout, lines, copy, q), daemon=True).start()
+        deadline = started + start_timeout_s
+        while True:
+            try:
+                line = q.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                raise ServerDidNotStart(
+                    f"no 'serving on' line within {start_timeout_s:.0f} s:\n"
+                    + stderr_path.read_text(errors="replace")[-3000:]
+                ) from None
+            if line is None:
+                raise ServerDidNotStart(
+                    f"the server exited ({proc.wait()}) before serving:\n"
+                    + stderr_path.read_text(errors="replace")[-3000:]
+                )
+            m = SERVING.search(line)
+            if m:
+                break
+        port = int(m.group(2))
+        if port == 0:
+            raise ServerDidNotStart("with port 0 the server must print the port it got")
+        yield ServeProcess(proc, port, line, root, time.monotonic() - started, lines, stderr_path)
+    finally:
+        stop_process(proc, grace_s=grace_s)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@contextlib.contextmanager
+def serve_process(
+    root: pathlib.Path,
+    *,
+    authority: Ed25519Signer,
+    bundle: bytes,
+    issuer: str = "110000",
+    log_level: str = "info",
+    extra_args: Sequence[str] = (),
+    launcher: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    **options: Any,
+) -> Iterator[ServeProcess]:
+    """``staycheck serve`` on 127.0.0.1:0 over fresh files in ``root``, with a ``TMPDIR`` of
+    its own (``root``/tmp, mode 0700). ``launcher`` replaces the program (e.g. ``[python,
+    audited_serve.py]``); ``env`` is added to the environment; ``options`` go to
+    :func:`spawn`."""
+    files = write_server_files(root, authority=authority, bundle=bundle)
+    (root / "tmp").mkdir(mode=0o700, exist_ok=True)
+    program = list(launcher) if launcher is not None else STAYCHECK
+    args = files.serve_args(issuer=issuer, log_level=log_level)
+    environment = {"TMPDIR": str(root / "tmp"), **(env or {})}
+    with spawn([*program, *args, *extra_args], root, env=environment, **options) as served:
+        served.files = files
+        yield served
