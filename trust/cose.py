@@ -2,7 +2,9 @@
 
 What it does: builds the ``Sig_structure`` to be signed, encodes a tagged COSE_Sign1 and
 decodes one into its parts, refusing anything that is not exactly a tagged four-element
-array of (protected bstr, unprotected map, payload bstr, signature bstr).
+array of (protected bstr, unprotected map, payload bstr, signature bstr), and anything that
+is not the one deterministic encoding of it (RFC 8949 section 4.2: definite lengths,
+shortest heads, no other tag, sorted map keys), so that a message has one byte string only.
 
 What it does not do: pick keys or algorithms, or verify. Callers verify the bytes returned
 by :meth:`Sign1.to_be_signed` with a key *they* chose (``staycheck.trust.keys.KeySet``); a header's
@@ -136,4 +138,17 @@ def decode_sign1(data: bytes, *, max_size: int) -> Sign1:
         raise MalformedError("COSE_Sign1: protected header must be a map with integer labels")
     if HEADER_CRIT in protected:
         raise MalformedError("COSE_Sign1: critical headers are not supported")
+    if protected_bytes and encode_protected(protected) != protected_bytes:
+        raise MalformedError("COSE_Sign1: protected header is not deterministic CBOR")
+    # The one encoding of these parts: tag 18, a four-element array, each byte string with
+    # its shortest definite-length head. The payload is compared in place, not copied.
+    head = b"\xd2\x84" + bstr_header(len(protected_bytes)) + protected_bytes + b"\xa0"
+    head += bstr_header(len(payload))
+    tail = bstr_header(len(signature)) + signature
+    if (
+        len(data) != len(head) + len(payload) + len(tail)
+        or not data.startswith(head)
+        or not data.endswith(tail)
+    ):
+        raise MalformedError("COSE_Sign1: not the deterministic CBOR encoding")
     return Sign1(protected_bytes, protected, payload, signature)

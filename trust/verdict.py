@@ -132,6 +132,11 @@ def decode_claims(payload: bytes) -> Verdict:
         raise MalformedError("token: claims are not valid CBOR") from e
     if not isinstance(claims, dict) or set(claims) != ALLOWED_CLAIMS:
         raise MalformedError("token: claims must be exactly iss, exp, iat, cti and StayCheck's")
+    # One encoding only (RFC 8949 section 4.2): a duplicated key, an indefinite length, a
+    # longer head or trailing bytes all encode back to other bytes. For the keys the
+    # allowlist admits, cbor2's canonical order is the core deterministic (bytewise) order.
+    if cbor2.dumps(claims, canonical=True) != payload:
+        raise MalformedError("token: claims are not deterministic CBOR")
     sc = claims[CLAIM_STAYCHECK]
     if (
         not isinstance(sc, dict)
