@@ -77,6 +77,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
         fail("sign: --areas is not valid JSON")
     signer = Ed25519Signer.from_pem(read(args.key, "key"))
     out = pathlib.Path(args.out)
+    if out.exists() and not args.force:
+        fail(f"sign: {out} exists; use --force to replace it (atomically, as a publication)")
     check_writable(out)
     msg = build_bundle(
         collection,
@@ -196,6 +198,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--issued-at", metavar="RFC3339", help="default: now")
     p.add_argument("--key", required=True, metavar="PRIVATE", help="authority private key")
     p.add_argument("--out", required=True, metavar="BUNDLE", help="written atomically")
+    p.add_argument(
+        "--force", action="store_true", help="replace an existing BUNDLE (publishing a new one)"
+    )
     p.add_argument("--window-days", type=int, default=14, metavar="DAYS")
     p.add_argument("--min-stay-hours", type=float, default=4.0, metavar="HOURS")
     p.add_argument("--tolerance-m", type=float, default=0.0, metavar="METRES")

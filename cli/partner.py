@@ -23,6 +23,10 @@ from staycheck.cli.common import (
 from staycheck.cli.traveller import load_itinerary
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _partner_client(args: argparse.Namespace) -> Any:
     from staycheck.client.client import PartnerClient, tls_credentials
 
@@ -125,7 +129,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         flush_local(max(local_errors, default=-1) + 1)
     sys.stdout.flush()
     failures += len(local_errors)
-    print(f"batch: {len(sent) + len(local_errors)} lines, {failures} errors", file=sys.stderr)
+    total = len(sent) + len(local_errors)
+    print(f"batch: {_count(total, 'line')}, {_count(failures, 'error')}", file=sys.stderr)
     return EXIT_OK
 
 

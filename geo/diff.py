@@ -188,6 +188,9 @@ def _lines(mark: str, label: str, ids: Iterable[str]) -> list[str]:
 def format_diff(d: BundleDiff) -> str:
     """The diff for a person: one line per change, then a summary line."""
     lines = [f"bundle version {d.old_version} -> {d.new_version}"]
+    if d.new_version <= d.old_version:
+        went = "goes down" if d.new_version < d.old_version else "does not go up"
+        lines.append(f"! version {went}: a server holding version {d.old_version} refuses it")
     lines += [f"~ policy    {c.field}: {c.old} -> {c.new}" for c in d.policy_changed]
     lines += _lines("+", "added", d.added)
     lines += _lines("-", "removed", d.removed)

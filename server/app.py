@@ -83,6 +83,7 @@ class StayCheckServer:
             state_dir=config.state_dir,
             clock=clock,
             max_size=config.max_bundle_bytes,
+            read_timeout_s=config.bundle_read_timeout_s,
             on_change=self._update_health,
         )
         self.metrics: Metrics | None = None
@@ -224,13 +225,3 @@ class StayCheckServer:
 
     def wait(self) -> None:
         self._listeners.wait()
-
-
-def __getattr__(name: str) -> Any:
-    """``run`` and ``run_worker`` now live in ``staycheck.server.process`` (which imports
-    this module, hence the lazy import)."""
-    if name in ("run", "run_worker"):
-        from staycheck.server import process
-
-        return getattr(process, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

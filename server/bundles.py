@@ -9,17 +9,26 @@ nothing: the last good bundle keeps serving.
 Publishing a bundle: write it to a temporary file in the same folder and rename it over the
 old one (``staycheck authority sign`` does this). A half-written file fails its signature
 check and is refused; the manager tries again at the next change.
+
+Reading never blocks the caller for long: the file is opened without blocking and must be
+a regular file (a FIFO or a device put at the path is refused at once), and the open, stat
+and read run on a reader thread of their own that the caller waits for at most
+``read_timeout_s``. A read that hangs (a stuck network mount) is given up, and while it is
+still stuck no other read starts; the watcher, health and expiry go on meanwhile.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import os
 import pathlib
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from staycheck.client.files import atomic_write
 from staycheck.geo.bundle import RiskAreaBundle
@@ -29,6 +38,11 @@ from staycheck.trust.keys import AuthorityKeySet
 
 log = logging.getLogger("staycheck.bundle")
 FLOOR_FILE = "bundle-floor.json"
+T = TypeVar("T")
+
+
+class ReadNotFinishedError(UnavailableError):
+    """A read of the bundle file was given up, or an earlier one is still stuck."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +63,14 @@ class BundleManager:
         state_dir: pathlib.Path,
         clock: Callable[[], int],
         max_size: int,
+        read_timeout_s: float = 5.0,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self._path = path
+        self._read_timeout_s = read_timeout_s
+        # One reader thread; at most one file operation in flight (see _bounded).
+        self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bundle-reader")
+        self._pending: concurrent.futures.Future[object] | None = None
         self._state_dir = state_dir
         self._clock = clock
         self._max_size = max_size
@@ -96,12 +115,32 @@ class BundleManager:
         bundle = self._trusted.current
         return bundle is not None and bundle.expires_at > now
 
-    def _stat(self) -> tuple[int, int, int] | None:
+    def _bounded(self, operation: Callable[[], T]) -> T:
+        """Run ``operation`` (file I/O) on the reader thread; wait ``read_timeout_s`` at most.
+        While an earlier operation is still stuck, refuse at once instead of queueing."""
+        if self._pending is not None and not self._pending.done():
+            raise ReadNotFinishedError("an earlier read of the bundle file has not finished")
+        future = self._reader.submit(operation)
+        self._pending = future  # type: ignore[assignment]
+        try:
+            return future.result(timeout=self._read_timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise ReadNotFinishedError(
+                f"reading the bundle file did not finish within {self._read_timeout_s:g} s"
+            ) from None
+
+    def _stat_now(self) -> tuple[int, int, int] | None:
         try:
             st = os.stat(self._path)
         except OSError:
             return None
         return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            return self._bounded(self._stat_now)
+        except UnavailableError:
+            return None
 
     def reload(self) -> ReloadResult:
         """Read the file and try to accept it; never raises for a bad file."""
@@ -114,6 +153,8 @@ class BundleManager:
                 # the bundle is refused (a restart must never roll back past it).
                 self._write_floor(bundle)
             except (Error, OSError) as e:
+                if isinstance(e, ReadNotFinishedError):
+                    self._last_stat = None  # a read given up: try again at the next tick
                 current = self._trusted.current
                 reason = str(e) if isinstance(e, Error) else "cannot write the version floor"
                 log.warning(
@@ -132,14 +173,24 @@ class BundleManager:
         atomic_write(self.floor_path, json.dumps(floor).encode(), mode=0o600)
 
     def _read(self) -> bytes:
+        return self._bounded(self._read_now)
+
+    def _read_now(self) -> bytes:
         try:
-            with open(self._path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size > self._max_size:
-                    raise UnavailableError(f"bundle file is larger than {self._max_size} bytes")
-                return f.read(self._max_size + 1)
+            # O_NONBLOCK: opening a FIFO (or a device) put at the path returns at once.
+            fd = os.open(self._path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as e:
             raise UnavailableError(f"cannot read bundle file ({e.strerror})") from e
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise UnavailableError("bundle path is not a regular file")
+            if st.st_size > self._max_size:
+                raise UnavailableError(f"bundle file is larger than {self._max_size} bytes")
+            try:
+                return f.read(self._max_size + 1)
+            except OSError as e:
+                raise UnavailableError(f"cannot read bundle file ({e.strerror})") from e
 
     def changed(self) -> bool:
         """True if the file looks different from when it was last read."""

@@ -50,6 +50,9 @@ class ServerConfig:
     """Calls in progress beyond this are refused with RESOURCE_EXHAUSTED."""
     reload_interval_s: float = 1.0
     """How often the bundle file is checked for changes, seconds."""
+    bundle_read_timeout_s: float = 5.0
+    """How long one read of the bundle file may take before it is given up, seconds (a
+    stuck network mount must not stop reloads, key rotations or health)."""
     grace_s: float = 10.0
     """On SIGTERM, how long in-flight calls may take to finish, seconds."""
     drain_s: float = 0.0
@@ -106,6 +109,8 @@ class ServerConfig:
                 f"reload_interval_s: must be above 0 and below {ROTATION_GRACE_S} s (the time "
                 "an old verdict key may still sign after a rotation)"
             )
+        if not 0 < self.bundle_read_timeout_s <= 300:
+            raise ConfigurationError("bundle_read_timeout_s: must be above 0 and at most 300 s")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigurationError("log_level: debug, info, warning or error")
         if self.log_format not in ("json", "text", "auto"):
@@ -170,6 +175,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "max_workers": ("max_workers", int),
     "max_concurrent_rpcs": ("max_concurrent_rpcs", int),
     "reload_interval_s": ("reload_interval_s", float),
+    "bundle_read_timeout_s": ("bundle_read_timeout_s", float),
     "grace_s": ("grace_s", float),
     "drain_s": ("drain_s", float),
     "max_stays": ("limits.max_stays", int),

@@ -60,12 +60,17 @@ class VerdictKeyStore:
         return self._dir / INDEX_FILE
 
     def load_or_create(self, *, now: int) -> None:
-        ensure_private_dir(self._dir)
-        ensure_private_dir(self._dir / KEYS_DIR)
-        if self.index_path.exists():
-            self._load()
-        else:
-            self._create(now=now)
+        """Load the keys, or make the first one; a state dir that cannot be written (full,
+        read-only, not ours) is a :class:`ConfigurationError` naming it, not a traceback."""
+        try:
+            ensure_private_dir(self._dir)
+            ensure_private_dir(self._dir / KEYS_DIR)
+            if self.index_path.exists():
+                self._load()
+            else:
+                self._create(now=now)
+        except OSError as e:
+            raise ConfigurationError(f"state dir {self._dir}: {e.strerror or e}") from e
 
     def _create(self, *, now: int) -> None:
         self._add_key(now=now, records=[])

@@ -7,12 +7,18 @@ bundle with health SERVING.
   sequence), after which the stolen key's bundles are refused;
 - a half-written file (published without write-then-rename) is never loaded;
 - an oversized file is refused before it is read;
-- a bundle issued in the future is refused."""
+- a bundle issued in the future is refused;
+- a bundle path turned into a FIFO is refused at once and freezes nothing."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from staycheck.server.keystore import VerdictKeyStore
 from staycheck.trust.keys import Ed25519Signer
 
 from tests.helpers import DAY, HOUR, NOW, running_server, signed_bundle, spec_bundle
@@ -89,3 +95,57 @@ def test_bundle_issued_in_the_future_is_refused(tmp_path, authority, clock):
         result = s.publish(future)
         assert not result.accepted and "future" in result.reason
         assert s.server.bundles.current.version == 1
+
+
+def _until(predicate, *, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_bundle_path_turned_into_a_fifo_cannot_freeze_the_watcher(tmp_path, authority, clock):
+    """Issue 13, finding 1: the bundle file replaced by a symlink to a FIFO blocked the
+    watcher in open() for good: no reload, no key rotation, and health stayed SERVING past
+    the bundle's expiry. Now the FIFO is refused at once and everything else goes on."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    root = tmp_path / "srv"
+    with running_server(
+        root,
+        spec_bundle(authority, version=1),
+        authority=authority,
+        clock=clock,
+        reload_interval_s=0.1,
+        bundle_read_timeout_s=0.5,
+    ) as s:
+        try:
+            link = root / ".link.tmp"
+            link.symlink_to(fifo)
+            link.replace(s.bundle_path)
+            s.server.request_reload()  # what SIGHUP does
+            # A key rotation still reaches the server...
+            rotated = VerdictKeyStore(s.state_dir, issuer="110000").rotate(now=clock())
+            assert _until(lambda: s.server.keys.active_kid == rotated), "rotation ignored"
+            assert s.server.bundles.current is not None
+            assert s.server.bundles.current.version == 1  # the last good bundle serves
+            # ...the bundle's expiry still turns health NOT_SERVING...
+            clock.advance(3 * DAY)
+            assert _until(lambda: _health(s) == health_pb2.HealthCheckResponse.NOT_SERVING)
+            # ...and a fresh bundle, published the documented way, is taken.
+            fresh = root / ".fresh.tmp"
+            fresh.write_bytes(
+                spec_bundle(
+                    authority, now=clock(), version=2, issued_at=clock() - HOUR,
+                    expires_at=clock() + DAY,
+                )
+            )  # fmt: skip
+            fresh.replace(s.bundle_path)
+            assert _until(lambda: _health(s) == health_pb2.HealthCheckResponse.SERVING)
+            assert s.server.bundles.current.version == 2
+        finally:
+            # Release a reader that an old build would have left blocked in open().
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))

@@ -427,6 +427,32 @@ def test_sign_into_a_missing_folder_is_a_clean_input_error(tmp_path, authority, 
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+def test_sign_refuses_to_replace_a_bundle_without_force(tmp_path, authority, now):
+    """Like keygen: an existing file is replaced only when asked (issue 13)."""
+    areas = write_json(tmp_path / "areas.geojson", spec_areas(now))
+    out = tmp_path / "bundle.cose"
+    assert sign(areas, out, authority, version=1, expires=now + DAY).returncode == 0
+    first = out.read_bytes()
+    again = sign(areas, out, authority, version=2, expires=now + DAY)
+    assert again.returncode == 2
+    assert "--force" in again.stderr and "Traceback" not in again.stderr
+    assert out.read_bytes() == first
+    forced = sign(areas, out, authority, version=2, expires=now + DAY, extra=("--force",))
+    assert forced.returncode == 0, forced.stderr
+    assert out.read_bytes() != first
+
+
+def test_diff_flags_a_version_that_goes_down(tmp_path, authority, now):
+    """A server refuses a lower version (docs/rules.md); diff says so (issue 13)."""
+    v2 = signed(tmp_path, "v2", spec_areas(now), authority, version=2, expires=now + DAY)
+    v1 = signed(tmp_path, "v1", spec_areas(now), authority, version=1, expires=now + DAY)
+    down = run("authority", "diff", v2, v1, "--authority-key", authority.public)
+    assert down.returncode == 0, down.stderr
+    assert "! version goes down" in down.stdout
+    up = run("authority", "diff", v1, v2, "--authority-key", authority.public)
+    assert "! version" not in up.stdout
+
+
 def test_inspect_refuses_a_bundle_signed_by_another_authority(tmp_path, bundle_v1):
     other = keygen(tmp_path / "other")
     r = inspect(bundle_v1, other.public)

@@ -57,6 +57,8 @@ def test_readme_examples_run_as_written(tmp_path):
     assert len(lines) == 3
     assert '"REVIEW_REQUIRED"' in lines[0] and '"NO_ABNORMALITY"' in lines[1]
     assert "stays[0].departure: must be after arrival" in lines[2]
+    # One summary line, in words a person reads (issue 13: it said "1 errors").
+    assert "batch: 3 lines, 1 error\n" in result.stderr
 
 
 def _python_api_blocks() -> list[str]:
