@@ -42,6 +42,9 @@ class ServerConfig:
     """Largest request accepted, bytes; larger ones get RESOURCE_EXHAUSTED."""
     partner_max_message_bytes: int = 4 * 1024 * 1024
     """Largest stream message on the partner listener (one carries many items), bytes."""
+    partner_max_items_per_message: int = 1000
+    """Most items one partner stream message may carry; a larger one is refused before any
+    work. Its answer (a verdict is about 400 bytes) then always fits in a reply."""
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_SIZE
     """Largest bundle file accepted, bytes; checked before it is read."""
     max_workers: int = 16
@@ -55,9 +58,12 @@ class ServerConfig:
     stuck network mount must not stop reloads, key rotations or health)."""
     grace_s: float = 10.0
     """On SIGTERM, how long in-flight calls may take to finish, seconds."""
-    drain_s: float = 0.0
+    drain_s: float = 1.0
     """On SIGTERM, how long to keep serving after health turns NOT_SERVING, seconds, so that
-    load balancers and readiness probes stop sending first (Kubernetes: a probe period)."""
+    load balancers and readiness probes stop sending first (Kubernetes: a probe period).
+    Never 0 in production: gRPC's shutdown cancels the calls that were received but not yet
+    handed to a thread, so without a drain, calls sent just before the signal come back
+    CANCELLED (tests/integration/test_sigterm_under_load.py)."""
     limits: ItineraryLimits = field(default_factory=ItineraryLimits)
     tls_cert_path: pathlib.Path | None = None
     """PEM certificate chain of the server; with ``tls_key_path`` the public listener uses TLS."""
@@ -109,6 +115,9 @@ class ServerConfig:
                 f"reload_interval_s: must be above 0 and below {ROTATION_GRACE_S} s (the time "
                 "an old verdict key may still sign after a rotation)"
             )
+        if not 1 <= self.partner_max_items_per_message <= 8000:
+            # 8000 answers of at most ~500 bytes stay under the 4 MiB send limit.
+            raise ConfigurationError("partner_max_items_per_message: must be within 1-8000")
         if not 0 < self.bundle_read_timeout_s <= 300:
             raise ConfigurationError("bundle_read_timeout_s: must be above 0 and at most 300 s")
         if self.log_level not in ("debug", "info", "warning", "error"):
@@ -171,6 +180,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "verdict_ttl_s": ("verdict_ttl_s", int),
     "max_message_bytes": ("max_message_bytes", int),
     "partner_max_message_bytes": ("partner_max_message_bytes", int),
+    "partner_max_items_per_message": ("partner_max_items_per_message", int),
     "max_bundle_bytes": ("max_bundle_bytes", int),
     "max_workers": ("max_workers", int),
     "max_concurrent_rpcs": ("max_concurrent_rpcs", int),

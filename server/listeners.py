@@ -62,7 +62,9 @@ class Listeners:
         if config.partner_listen is not None:
             assert config.partners_path is not None
             interceptor = PartnerAuthInterceptor(
-                load_partners(config.partners_path), clock=monotonic
+                load_partners(config.partners_path),
+                clock=monotonic,
+                max_items=config.partner_max_items_per_message,
             )
             partner_options = [
                 *options[1:],

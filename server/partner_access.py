@@ -18,6 +18,11 @@ or a method the partner lacks, gets PERMISSION_DENIED; a unary call over budget 
 RESOURCE_EXHAUSTED; stream messages are paced to the budget by their number of items (the
 stream slows down; it fails with RESOURCE_EXHAUSTED only if a message waits longer than
 ``max_wait_s``).
+
+Before any work on it, a stream message is refused (RESOURCE_EXHAUSTED, the stream ends,
+the limit named) when it holds more items than ``max_items`` (so that its answer always
+fits in a reply) or than the partner's burst: a budget is never borrowed, so one large
+message cannot lock a partner out for longer than its own burst takes to refill.
 """
 
 from __future__ import annotations
@@ -75,24 +80,28 @@ class TokenBucket:
         self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
         self._last = now
 
+    @property
+    def burst(self) -> float:
+        return self._burst
+
     def take(self, n: float = 1) -> bool:
-        """Take ``n`` tokens if they are there. More than the burst can never be there at
-        once: then a full bucket is enough and the rest is borrowed (the bucket goes
-        negative, so later requests wait for it)."""
-        need = min(n, self._burst)
+        """Take ``n`` tokens if they are there. Nothing is borrowed: more than the burst is
+        never there, so ``n`` above the burst is always refused."""
         with self._lock:
             self._refill()
-            if self._tokens >= need:
+            if self._tokens >= n:
                 self._tokens -= n
                 return True
             return False
 
     def wait_time(self, n: float = 1) -> float:
-        """Seconds until ``n`` tokens (at most a full bucket) will be there (0 if they are)."""
-        need = min(n, self._burst)
+        """Seconds until ``n`` tokens will be there (0 if they are; infinite above the
+        burst)."""
+        if n > self._burst:
+            return float("inf")
         with self._lock:
             self._refill()
-            return max(0.0, (need - self._tokens) / self._rate)
+            return max(0.0, (n - self._tokens) / self._rate)
 
 
 @functools.lru_cache(maxsize=256)
@@ -157,8 +166,10 @@ class PartnerAuthInterceptor(HandlerRewriter):
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         max_wait_s: float = 5.0,
+        max_items: int = 1000,
     ) -> None:
         super().__init__()
+        self._max_items = max_items
         self._partners = dict(partners)
         self._buckets = {
             identity: TokenBucket(p.requests_per_second, p.burst, clock=clock)
@@ -186,6 +197,17 @@ class PartnerAuthInterceptor(HandlerRewriter):
         bucket = self._buckets[identity]
         for request in requests:
             cost = _items(request)
+            if cost > self._max_items:
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"items: at most {self._max_items} per message; split the batch",
+                )
+            if cost > bucket.burst:
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"items: at most {bucket.burst:g} per message for this partner (its "
+                    "burst); split the batch",
+                )
             waited = 0.0
             while not bucket.take(cost):
                 delay = bucket.wait_time(cost)

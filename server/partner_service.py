@@ -2,8 +2,10 @@
 
 ``VerifyVerdict`` gives the offline verifier's result for a token of any issuer in the
 trust store (our own keys always included, rotations too). The streaming calls take one or
-more items per message and answer each message with one result per item, in order, with
-the item's position in the stream; a bad item gets its own error and the stream goes on.
+more items per message (at most ``partner_max_items_per_message``, checked before any work
+by the partner interceptor) and answer with one result per item, in order, with the item's
+position in the stream, sent back as they are computed; a bad item gets its own error and
+the stream goes on.
 Memory stays bounded: each handler pulls the next request only after its answer has been
 handed to gRPC, whose HTTP/2 flow control then holds the partner back.
 """
@@ -29,6 +31,8 @@ Request = TypeVar("Request")
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 Response = TypeVar("Response")
+RESULTS_PER_RESPONSE = 100
+"""Results are sent back in responses of this many, as they are computed."""
 
 
 class PartnerVerificationServicer(ppb_grpc.PartnerVerificationServicer):
@@ -116,9 +120,11 @@ def _per_item(
     catch: type[Exception],
     respond: Callable[[list[Result]], Response],
 ) -> Iterator[Response]:
-    """The partner streams' loop: one response per request message, with one result per
-    item, in order. The index passed to ``answer`` and ``refuse`` counts items across the
-    whole stream; an undecodable message counts as one item that fails with
+    """The partner streams' loop: for each request message, one result per item, in order,
+    sent as they are computed in responses of at most :data:`RESULTS_PER_RESPONSE` results
+    (a message with no item gets one empty response). The index passed to ``answer`` and
+    ``refuse`` counts items across the whole stream; an undecodable message counts as one
+    item that fails with
     :data:`UNDECODABLE_ERROR`. ``answer`` makes an item's result; an exception of type
     ``catch`` that it raises becomes ``refuse``'s result for that item, given the code and
     details of :func:`status_for` (which never echo values), and the stream goes on; any
@@ -129,6 +135,7 @@ def _per_item(
     for request in requests:
         batch: Iterable[Item | None] = [None] if request is UNDECODABLE else items(request)
         results: list[Result] = []
+        answered = False
         for item in batch:
             try:
                 if item is None:
@@ -138,4 +145,8 @@ def _per_item(
                 result = refuse(index, *status_for(e))
             results.append(result)
             index += 1
-        yield respond(results)
+            if len(results) == RESULTS_PER_RESPONSE:
+                yield respond(results)
+                results, answered = [], True
+        if results or not answered:
+            yield respond(results)

@@ -185,7 +185,7 @@ def in_process(
         yield InProcessServer(server, files, clock, authority, client, new_client, pki)
     finally:
         client.close()
-        server.stop(grace=grace_s)
+        server.stop(grace=grace_s, drain=0)  # tests that drain say so themselves
 
 
 # --- as a subprocess -----------------------------------------------------------------------
