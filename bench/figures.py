@@ -113,6 +113,14 @@ def build_figures(res: dict[str, Any], *, concurrency: int) -> list[Figure]:
         figs.append(
             _compare(f"1.latency_{q}", f"  latency {q}", f"latency_{q}_s", "s", pair, check)
         )
+    scrub = res.get("scrub_freed_memory")
+    if scrub is not None:  # informational (issue 13): what scrubbing freed memory costs
+        title = "1 SubmitItinerary CPU/call, --scrub-freed-memory"
+        pair = scrub["submit"], mid["submit"]
+        note = "the cost of scrubbing"
+        figs.append(
+            _compare("1.scrub_cpu_per_call", title, "cpu_per_call_s", "s", pair, "plain", note)
+        )
     ns = sorted(servers)
     for n in ns:
         title = f"2 SubmitItinerary CPU/call, {n} areas"

@@ -3,6 +3,9 @@ same run, with the ratio and the target of issue 5.
 
 1. Server CPU per SubmitItinerary call (14 stays, 10 000 areas) vs per health ``Check``
    call, same server, same load (64 calls in flight); also calls/s and p50/p99 latency.
+   Beside it, the same SubmitItinerary figure on a server started with
+   ``--scrub-freed-memory`` (freed memory overwritten) vs the plain one: what scrubbing
+   costs per call (issue 13; no target).
 2. The same at 100, 10 000 and 100 000 areas: per-call CPU at 100 000 vs at 100.
 3. Partner batch stream (``staycheck.v1.PartnerVerification/SubmitItineraries`` over
    mutual TLS) verdicts/s per server core vs raw Ed25519 signs/s; beside it the in-process
@@ -70,6 +73,7 @@ HEALTH = "/grpc.health.v1.Health/Check"
 SUBMIT = "/staycheck.v1.ItineraryVerification/SubmitItinerary"
 STATUS = "/staycheck.v1.ItineraryVerification/GetRiskAreaStatus"
 KEYS = "/staycheck.v1.ItineraryVerification/GetVerdictKeys"
+SCRUB_FLAG = "--scrub-freed-memory"
 
 
 @dataclass
@@ -218,6 +222,19 @@ def server_figures(
         }
     out["response_bytes"] = {"health": sizes[HEALTH], "submit": sizes[SUBMIT]}
     return out
+
+
+def _report_server(label: str, srv: dict[str, Any], t0: float) -> None:
+    """One progress line for a ``server_figures`` result that took since ``t0``."""
+    sub, hea = srv["submit"], srv["health"]
+    print(
+        f"  server, {label}: submit {fmt_duration(sub['cpu_per_call_s'])} CPU/call"
+        f" ({sub['sys_share'] * 100:.0f} % system, {sub['ctx_switches_per_call']:.1f}"
+        f" context switches), health {fmt_duration(hea['cpu_per_call_s'])}"
+        f" ({hea['sys_share'] * 100:.0f} % system, {hea['ctx_switches_per_call']:.1f}),"
+        f" {time.monotonic() - t0:.0f} s",
+        flush=True,
+    )
 
 
 def partner_stream_figure(
@@ -513,17 +530,15 @@ def main(argv: list[str] | None = None) -> int:
         for n in s.areas:
             t0 = time.monotonic()
             res["servers"][n] = server_figures(n, authority, root, s, now)
-            srv = res["servers"][n]
-            sub, hea = srv["submit"], srv["health"]
-            print(
-                f"  server, {n} areas: submit {fmt_duration(sub['cpu_per_call_s'])} CPU/call"
-                f" ({sub['sys_share'] * 100:.0f} % system, {sub['ctx_switches_per_call']:.1f}"
-                f" context switches), health {fmt_duration(hea['cpu_per_call_s'])}"
-                f" ({hea['sys_share'] * 100:.0f} % system, {hea['ctx_switches_per_call']:.1f}),"
-                f" {time.monotonic() - t0:.0f} s",
-                flush=True,
-            )
+            _report_server(f"{n} areas", res["servers"][n], t0)
         n_mid = 10_000 if 10_000 in s.areas else s.areas[len(s.areas) // 2]
+        # Figure 1 again, the same way (same bundle, load, pinning), with freed memory
+        # scrubbed: what --scrub-freed-memory costs per call (issue 13).
+        t0 = time.monotonic()
+        res["scrub_freed_memory"] = server_figures(
+            n_mid, authority, root, s, now, extra_args=(SCRUB_FLAG,)
+        )
+        _report_server(f"{n_mid} areas, {SCRUB_FLAG}", res["scrub_freed_memory"], t0)
         if s.compare_workers:
             for k in (1, 2):
                 t0 = time.monotonic()
@@ -572,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  bundle load done", flush=True)
     figs = build_figures(res, concurrency=s.concurrency)
     measured = {str(n): srv for n, srv in res["servers"].items()}
+    measured[SCRUB_FLAG] = res["scrub_freed_memory"]
     for k in (1, 2):
         if f"workers{k}" in res:
             measured[f"{k} worker(s)"] = res[f"workers{k}"]

@@ -20,7 +20,7 @@ from staycheck.cli.common import (
 SERVE_FLAGS = (
     "listen", "bundle", "authority_key", "state_dir", "issuer", "tls_cert", "tls_key",
     "insecure", "partner_listen", "partner_ca", "partners", "trust_store", "metrics_listen",
-    "access_log", "log_level", "log_format", "workers",
+    "access_log", "log_level", "log_format", "workers", "scrub_freed_memory",
 )  # fmt: skip
 
 
@@ -46,6 +46,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from staycheck.server.process import run
 
     config = _server_config(args, args.config)
+    if config.scrub_freed_memory:
+        import sys
+
+        from staycheck.server.process import scrub_environment
+
+        environment = scrub_environment(os.environ)
+        if environment is not None:  # malloc reads its tunables at start: start again
+            argv = [sys.executable, "-m", "staycheck.cli.main", *sys.argv[1:]]
+            os.execve(sys.executable, argv, environment)  # noqa: S606 (ourselves)
     logs.setup(config.log_level, config.log_format)
     return run(config)
 
@@ -95,6 +104,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--trust-store", metavar="TOML", help="other issuers VerifyVerdict accepts")
     p.add_argument("--metrics-listen", metavar="HOST:PORT", help="Prometheus endpoint (off)")
     p.add_argument("--access-log", action="store_true", help="one log line per call (no body)")
+    p.add_argument(
+        "--scrub-freed-memory",
+        action="store_true",
+        help="overwrite freed memory, so freed request buffers keep no itinerary (costs CPU)",
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["json", "text", "auto"])
     p.add_argument(

@@ -83,6 +83,12 @@ class ServerConfig:
     """HOST:PORT of the Prometheus endpoint; off when None."""
     access_log: bool = False
     """One log line per call (method, code, duration, random request id; never a body)."""
+    scrub_freed_memory: bool = False
+    """Overwrite memory as it is freed (glibc's ``malloc.perturb`` with its per-thread cache
+    off, and Python's allocator on malloc), so freed request buffers keep no itinerary
+    bytes. Set at process start: ``staycheck serve`` re-executes itself with the
+    environment it needs (``staycheck.server.process.scrub_environment``). Costs CPU per
+    call (``make bench``)."""
     log_level: str = "info"
     """debug, info, warning or error."""
     log_format: str = "auto"
@@ -174,6 +180,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "trust_store": ("trust_store_path", pathlib.Path),
     "metrics_listen": ("metrics_listen", str),
     "access_log": ("access_log", bool),
+    "scrub_freed_memory": ("scrub_freed_memory", bool),
     "log_level": ("log_level", str),
     "log_format": ("log_format", str),
     "workers": ("workers", int),

@@ -62,7 +62,12 @@ class Listeners:
         if config.partner_listen is not None:
             assert config.partners_path is not None
             interceptor = PartnerAuthInterceptor(
-                load_partners(config.partners_path),
+                load_partners(
+                    config.partners_path,
+                    partner_cas=read_file(config.partner_ca_path, "partner CA")
+                    if config.partner_ca_path is not None
+                    else None,
+                ),
                 clock=monotonic,
                 max_items=config.partner_max_items_per_message,
             )

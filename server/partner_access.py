@@ -10,11 +10,18 @@ The partners file (TOML)::
     methods = ["VerifyVerdict", "VerifyVerdicts", "SubmitItineraries"]
     requests_per_second = 200                      # sustained budget
     burst = 400                                    # bucket size (default: one second's worth)
+    max_streams = 2                                # open streams at once (default 2)
+    ca = "tianjin-ca.pem"                          # the CA that issues its certificates;
+                                                   # relative to this file; required when
+                                                   # --partner-ca holds several CAs
 
 The TLS layer has already refused callers without a certificate from the partner CA (the
 handshake fails, no handler runs). :class:`PartnerAuthInterceptor` then maps the
 certificate's subject alternative names to a partner: a certificate that names no partner,
-or a method the partner lacks, gets PERMISSION_DENIED; a unary call over budget gets
+one not issued by that partner's own CA (another partner's CA cannot issue certificates in
+its name), or a method the partner lacks, gets PERMISSION_DENIED; a partner with
+``max_streams`` streams open gets RESOURCE_EXHAUSTED for one more (one partner cannot hold
+every stream slot of the listener); a unary call over budget gets
 RESOURCE_EXHAUSTED; stream messages are paced to the budget by their number of items (the
 stream slows down; it fails with RESOURCE_EXHAUSTED only if a message waits longer than
 ``max_wait_s``).
@@ -38,6 +45,7 @@ from typing import Any
 
 import grpc
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from staycheck.geo.errors import ConfigurationError
 from staycheck.server.interceptors import HandlerRewriter
 
@@ -62,6 +70,9 @@ class Partner:
     methods: frozenset[str]
     requests_per_second: float
     burst: float
+    max_streams: int = 2
+    ca: x509.Certificate | None = None
+    """The CA whose certificates may speak for this partner (None: the only partner CA)."""
 
 
 class TokenBucket:
@@ -117,8 +128,10 @@ def _dns_names(pem: bytes) -> tuple[str, ...]:
     return tuple(san.get_values_for_type(x509.DNSName))
 
 
-def load_partners(path: pathlib.Path) -> dict[str, Partner]:
-    """Partners by identity."""
+def load_partners(path: pathlib.Path, *, partner_cas: bytes | None = None) -> dict[str, Partner]:
+    """Partners by identity. ``partner_cas`` (PEM, the listener's trusted CAs): an entry's
+    ``ca`` must be one of them; with several, every entry must name its own."""
+    trusted = x509.load_pem_x509_certificates(partner_cas) if partner_cas else []
     try:
         doc = tomllib.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
@@ -128,14 +141,14 @@ def load_partners(path: pathlib.Path) -> dict[str, Partner]:
         raise ConfigurationError("partners file: [[partner]] must be an array of tables")
     partners: dict[str, Partner] = {}
     for i, entry in enumerate(entries):
-        partner = _partner(i, entry)
+        partner = _partner(i, entry, base=path.parent, trusted=trusted)
         if partner.identity in partners:
             raise ConfigurationError(f"partners file: partner[{i}].identity: listed twice")
         partners[partner.identity] = partner
     return partners
 
 
-def _partner(i: int, entry: Any) -> Partner:
+def _partner(i: int, entry: Any, *, base: pathlib.Path, trusted: list[x509.Certificate]) -> Partner:
     where = f"partners file: partner[{i}]"
     if not isinstance(entry, Mapping):
         raise ConfigurationError(f"{where}: must be a table")
@@ -151,9 +164,51 @@ def _partner(i: int, entry: Any) -> Partner:
     burst = entry.get("burst", max(1.0, float(rate)))
     if not isinstance(burst, int | float) or isinstance(burst, bool) or not burst >= 1:
         raise ConfigurationError(f"{where}.burst: a number of at least 1")
+    max_streams = entry.get("max_streams", 2)
+    if type(max_streams) is not int or not 1 <= max_streams <= 64:
+        raise ConfigurationError(f"{where}.max_streams: a whole number within 1-64")
+    ca = _partner_ca(where, entry.get("ca"), base=base, trusted=trusted)
     return Partner(
-        entry["id"], entry["province"], entry["identity"], frozenset(methods), rate, burst
+        entry["id"],
+        entry["province"],
+        entry["identity"],
+        frozenset(methods),
+        rate,
+        burst,
+        max_streams,
+        ca,
     )
+
+
+def _partner_ca(
+    where: str, name: Any, *, base: pathlib.Path, trusted: list[x509.Certificate]
+) -> x509.Certificate | None:
+    if name is None:
+        if len(trusted) > 1:
+            raise ConfigurationError(
+                f"{where}.ca: required, the partner CA file holds {len(trusted)} CAs"
+            )
+        return None
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"{where}.ca: a PEM file of the CA that issues its certificates")
+    try:
+        ca = x509.load_pem_x509_certificate((base / name).read_bytes())
+    except (OSError, ValueError) as e:
+        raise ConfigurationError(f"{where}.ca: cannot read a PEM certificate from {name}") from e
+    if trusted and ca not in trusted:
+        raise ConfigurationError(f"{where}.ca: not one of the listener's partner CAs")
+    return ca
+
+
+@functools.lru_cache(maxsize=256)
+def _issued_by(pem: bytes, ca: x509.Certificate) -> bool:
+    """True if the certificate ``pem`` was issued and signed by ``ca`` (TLS has already
+    checked that it chains to a trusted CA; this checks which one)."""
+    try:
+        x509.load_pem_x509_certificate(pem).verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 class PartnerAuthInterceptor(HandlerRewriter):
@@ -175,6 +230,10 @@ class PartnerAuthInterceptor(HandlerRewriter):
             identity: TokenBucket(p.requests_per_second, p.burst, clock=clock)
             for identity, p in self._partners.items()
         }
+        self._streams = {
+            identity: threading.BoundedSemaphore(p.max_streams)
+            for identity, p in self._partners.items()
+        }
         self._sleep = sleep
         self._max_wait_s = max_wait_s
 
@@ -185,6 +244,11 @@ class PartnerAuthInterceptor(HandlerRewriter):
             partner = self._partners.get(identity)
             if partner is None:
                 continue
+            if partner.ca is not None and not _issued_by(bytes(pems[0]), partner.ca):
+                context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "certificate is not issued by this partner's CA",
+                )
             if method not in partner.methods:
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, f"partner may not call {method}")
             return identity
@@ -239,8 +303,18 @@ class PartnerAuthInterceptor(HandlerRewriter):
         return unary
 
     def _guard_stream(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
-        def stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        def stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
             identity = self._authorize(context, method)
-            return behavior(self._paced(requests, identity, context), context)
+            slots = self._streams[identity]
+            if not slots.acquire(blocking=False):
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"this partner has {self._partners[identity].max_streams} streams open; "
+                    "close one first",
+                )
+            try:
+                yield from behavior(self._paced(requests, identity, context), context)
+            finally:
+                slots.release()
 
         return stream

@@ -19,13 +19,32 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from staycheck.server.app import StayCheckServer
 from staycheck.server.config import ServerConfig
 from staycheck.server.logs import say
 
 log = logging.getLogger("staycheck.server")
+
+# glibc fills freed chunks with this byte; its per-thread cache (tcache) would skip that, so
+# it is turned off. Python's own small-object allocator would keep freed objects to itself,
+# so it hands every allocation to malloc instead.
+SCRUB_TUNABLES = ("glibc.malloc.perturb=165", "glibc.malloc.tcache_count=0")
+
+
+def scrub_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
+    """The environment a process must start with to scrub freed memory, or None when
+    ``environ`` already is one (then this process scrubs)."""
+    tunables = [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t]
+    missing = [t for t in SCRUB_TUNABLES if t not in tunables]
+    if not missing and environ.get("PYTHONMALLOC") == "malloc":
+        return None
+    return {
+        **environ,
+        "GLIBC_TUNABLES": ":".join([*tunables, *missing]),
+        "PYTHONMALLOC": "malloc",
+    }
 
 
 def run(config: ServerConfig) -> int:

@@ -64,6 +64,8 @@ class PartnerEntry:
     methods: Sequence[str] = ALL_METHODS
     requests_per_second: float = 1000
     burst: float = 1000
+    max_streams: int | None = None
+    ca: str | None = None
 
 
 def write_partners(path: pathlib.Path, entries: Sequence[PartnerEntry]) -> pathlib.Path:
@@ -80,6 +82,8 @@ def write_partners(path: pathlib.Path, entries: Sequence[PartnerEntry]) -> pathl
             f"methods = [{methods}]",
             f"requests_per_second = {e.requests_per_second}",
             f"burst = {e.burst}",
+            *([f"max_streams = {e.max_streams}"] if e.max_streams is not None else []),
+            *([f'ca = "{e.ca}"'] if e.ca is not None else []),
             "",
         ]
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -140,9 +144,9 @@ def tls_server(
     ``partners`` is given, the mutual-TLS partner listener on 127.0.0.1:0 as well."""
     if partners is not None:
         root.mkdir(parents=True, exist_ok=True)
+        config.setdefault("partner_ca_path", pki.ca_path)
         config.update(
             partner_listen="127.0.0.1:0",
-            partner_ca_path=pki.ca_path,
             partners_path=write_partners(root / "partners.toml", partners),
         )
     with in_process(

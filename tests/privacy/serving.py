@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
+import numpy as np
 from staycheck.trust.keys import Ed25519Signer
 
 from tests import harness
@@ -88,3 +90,36 @@ def tcp_sockets(pid: int) -> list[tuple[int, int, int]]:
                 remote_port = int(cols[2].rsplit(":", 1)[1], 16)
                 found.append((local_port, remote_port, int(cols[3], 16)))
     return found
+
+
+def doubles_in_memory(pid: int, values: Iterable[float]) -> set[float]:
+    """Which of ``values`` occur, as little-endian IEEE-754 doubles at any byte offset, in
+    the anonymous memory of process ``pid`` (heap, stacks, anonymous mappings; not files
+    mapped from disk), read through ``/proc/PID/mem`` (the test is its parent)."""
+    by_bits = {struct.unpack("<Q", struct.pack("<d", v))[0]: v for v in values}
+    wanted = np.array(sorted(by_bits), dtype=np.uint64)
+    found: set[int] = set()
+    with (
+        open(f"/proc/{pid}/maps", encoding="ascii") as maps,
+        open(f"/proc/{pid}/mem", "rb", buffering=0) as mem,
+    ):
+        for line in maps:
+            fields = line.split()
+            name = fields[5] if len(fields) > 5 else ""
+            if "r" not in fields[1] or (name and not name.startswith("[")):
+                continue
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(lo)
+                data = mem.read(hi - lo)
+            except OSError:
+                continue  # e.g. [vvar]
+            for offset in range(8):
+                count = (len(data) - offset) // 8
+                if count > 0:
+                    words = np.frombuffer(data, dtype="<u8", count=count, offset=offset)
+                    # Positive doubles order as their bits do: a range test first (cheap),
+                    # then the exact test on the few words inside the range.
+                    near = words[(words >= wanted[0]) & (words <= wanted[-1])]
+                    found.update(near[np.isin(near, wanted)].tolist())
+    return {by_bits[b] for b in found}
