@@ -27,6 +27,9 @@ from staycheck.geo.itinerary import is_city_code
 from staycheck.v1 import bundle_pb2
 
 OPEN_END = np.iinfo(np.int64).max
+MAX_CANDIDATE_COORDS = 2_000_000
+"""Most polygon vertices one request may need measured for the tolerance (about 50 ms of
+numpy on one core); beyond, the request counts as a hit (REVIEW_REQUIRED, fail closed)."""
 """``active_until`` of an area that is still active."""
 
 
@@ -157,11 +160,24 @@ class RiskIndex:
         active = (self._from[ai] < ends[pi]) & (starts[pi] < self._until[ai])
         if self._tolerance_m <= 0:
             return bool(active.any())
-        for p, a in zip(pi[active], ai[active], strict=True):
-            geometry = self._geometries[a]
-            if shapely.intersects(points[p], geometry) or (
-                geodesy.distance_m(float(lats[p]), float(lons[p]), geometry) <= self._tolerance_m
-            ):
+        # The exact geodesic test, once per distinct (place, area): stays at the same place
+        # share their measurements.
+        _, place = np.unique(lonlat, axis=0, return_inverse=True)
+        place = place.reshape(-1)
+        keys = np.unique(place[pi[active]].astype(np.int64) * len(self._geometries) + ai[active])
+        if not len(keys):
+            return False
+        places, areas = np.divmod(keys, len(self._geometries))
+        # Its cost grows with the candidates' vertices: past the cap, the request counts as a
+        # hit (fail closed) rather than taking seconds of CPU (docs/limits.md).
+        if int(shapely.get_num_coordinates(self._geometries[areas]).sum()) > MAX_CANDIDATE_COORDS:
+            return True
+        first = {int(k): i for i, k in reversed(list(enumerate(place.tolist())))}
+        for q in np.unique(places).tolist():
+            p = first[q]  # a stay at that place
+            near = self._geometries[areas[places == q]]
+            distances = geodesy.distances_m(float(lats[p]), float(lons[p]), near)
+            if bool((distances <= self._tolerance_m).any()):
                 return True
         return False
 

@@ -32,6 +32,7 @@ from staycheck.server.errors import DecodeGuard
 from staycheck.server.keystore import VerdictKeyStore
 from staycheck.server.listeners import Listeners
 from staycheck.server.metrics import Metrics, ObservingInterceptor
+from staycheck.server.partner_access import SharedBuckets
 from staycheck.server.partner_service import PartnerVerificationServicer
 from staycheck.server.service import ItineraryVerificationServicer, VerdictCore
 from staycheck.trust.keys import AuthorityKeySet, KeySet, PublicKey
@@ -63,7 +64,10 @@ class StayCheckServer:
         clock: Callable[[], int] = _now,
         monotonic: Callable[[], float] = time.monotonic,
         reuse_port: bool = False,
+        shared_buckets: SharedBuckets | None = None,
     ) -> None:
+        """``reuse_port`` and ``shared_buckets`` are for the workers of ``--workers``: the
+        port and the partner budgets they share (``staycheck.server.listeners``)."""
         config.check()
         self.config = config
         self._clock = clock
@@ -103,7 +107,11 @@ class StayCheckServer:
             on_verdict=self.metrics.observe_verdict if self.metrics is not None else None,
         )
         self._listeners = Listeners(
-            config, interceptors=interceptors, monotonic=monotonic, reuse_port=reuse_port
+            config,
+            interceptors=interceptors,
+            monotonic=monotonic,
+            reuse_port=reuse_port,
+            shared_buckets=shared_buckets,
         )
         public = self._listeners.public
         pb_grpc.add_ItineraryVerificationServicer_to_server(

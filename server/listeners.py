@@ -5,9 +5,10 @@ TLS credentials, and the ports they bind.
 partner one (partner services are never on the public listener). Each gets its own thread
 pool and :class:`~staycheck.server.limits.StreamLimiter` (open streams hold a thread each);
 the partner one also gets the :class:`~staycheck.server.partner_access.PartnerAuthInterceptor`
-(identity, allowed methods, budget) and the larger partner message size. :meth:`Listeners.bind`
-binds the configured addresses: TLS when the configuration has a certificate, plaintext
-otherwise, and mutual TLS with the partner CA on the partner listener.
+(identity, allowed methods, budget; with ``--workers``, the budgets all workers share) and the
+larger partner message size. :meth:`Listeners.bind` binds the configured addresses: TLS when
+the configuration has a certificate, plaintext otherwise, and mutual TLS with the partner CA
+on the partner listener.
 
 It does not decide what is served: ``staycheck.server.app`` adds the servicers, health and
 reflection. It does not decide whether plaintext is allowed (:meth:`ServerConfig.check`:
@@ -25,7 +26,12 @@ import grpc
 from staycheck.geo.errors import ConfigurationError
 from staycheck.server.config import ServerConfig, read_file
 from staycheck.server.limits import StreamLimiter
-from staycheck.server.partner_access import PartnerAuthInterceptor, load_partners
+from staycheck.server.partner_access import (
+    Partner,
+    PartnerAuthInterceptor,
+    SharedBuckets,
+    load_partners,
+)
 
 
 class Listeners:
@@ -39,9 +45,12 @@ class Listeners:
         interceptors: Sequence[Any],
         monotonic: Callable[[], float],
         reuse_port: bool,
+        shared_buckets: SharedBuckets | None = None,
     ) -> None:
         """``interceptors`` run first on both listeners; ``monotonic`` paces the partner
-        budget; ``reuse_port`` lets several worker processes bind the same port."""
+        budget; ``reuse_port`` lets several worker processes bind the same port;
+        ``shared_buckets`` (a worker's: the supervisor made them) holds the partners and the
+        budgets of every worker, and the partners file is not read again."""
         self._config = config
         # Open streams hold a thread each: leave most threads to unary calls.
         public_streams = StreamLimiter(max(1, config.max_workers // 4))
@@ -60,16 +69,11 @@ class Listeners:
         )
         self.partner: grpc.Server | None = None
         if config.partner_listen is not None:
-            assert config.partners_path is not None
             interceptor = PartnerAuthInterceptor(
-                load_partners(
-                    config.partners_path,
-                    partner_cas=read_file(config.partner_ca_path, "partner CA")
-                    if config.partner_ca_path is not None
-                    else None,
-                ),
+                shared_buckets.partners if shared_buckets is not None else read_partners(config),
                 clock=monotonic,
                 max_items=config.partner_max_items_per_message,
+                shared=shared_buckets,
             )
             partner_options = [
                 *options[1:],
@@ -110,6 +114,17 @@ class Listeners:
 
     def wait(self) -> None:
         self.public.wait_for_termination()
+
+
+def read_partners(config: ServerConfig) -> dict[str, Partner]:
+    """The partners file the configuration names, checked against its partner CAs."""
+    assert config.partners_path is not None
+    return load_partners(
+        config.partners_path,
+        partner_cas=read_file(config.partner_ca_path, "partner CA")
+        if config.partner_ca_path is not None
+        else None,
+    )
 
 
 def credentials(config: ServerConfig, *, partner: bool) -> grpc.ServerCredentials | None:

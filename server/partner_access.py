@@ -30,18 +30,29 @@ Before any work on it, a stream message is refused (RESOURCE_EXHAUSTED, the stre
 the limit named) when it holds more items than ``max_items`` (so that its answer always
 fits in a reply) or than the partner's burst: a budget is never borrowed, so one large
 message cannot lock a partner out for longer than its own burst takes to refill.
+
+Each partner has one budget per ``staycheck serve``: with ``--workers N`` the supervisor
+makes :class:`SharedBuckets` before it forks, and every worker's buckets keep their state
+there, so the workers together give a partner exactly its ``requests_per_second`` and
+``burst``. Across several hosts or pods a budget is still per host: a fleet meters partners
+at its edge (``deploy/envoy/envoy-partners.yaml``, Envoy's global rate limit).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
+import mmap
+import os
 import pathlib
+import struct
 import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from cryptography import x509
@@ -75,21 +86,63 @@ class Partner:
     """The CA whose certificates may speak for this partner (None: the only partner CA)."""
 
 
-class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved; thread-safe."""
+def refilled(tokens: float, last: float, now: float, *, rate: float, burst: float) -> float:
+    """The tokens of a bucket at ``now`` that held ``tokens`` when last refilled at ``last``:
+    ``rate`` a second added, never more than ``burst`` kept. The one refill rule, wherever
+    a bucket keeps its state."""
+    return min(burst, tokens + (now - last) * rate)
 
-    def __init__(self, rate: float, burst: float, *, clock: Callable[[], float]) -> None:
+
+@dataclass
+class BucketState:
+    tokens: float
+    last: float
+    """When ``tokens`` was last refilled, in seconds of the bucket's clock."""
+
+
+class _Slot(Protocol):
+    """Where one bucket keeps its :class:`BucketState`: :meth:`hold` locks it, and what the
+    holder changes is kept when the ``with`` block ends without an error."""
+
+    def hold(self) -> contextlib.AbstractContextManager[BucketState]: ...
+
+
+class _LocalSlot:
+    """A bucket's state in this process (threads share it)."""
+
+    def __init__(self, state: BucketState) -> None:
+        self._state = state
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[BucketState]:
+        with self._lock:
+            yield self._state
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved; thread-safe. The state lives in
+    this process unless ``slot`` (from :meth:`SharedBuckets.bucket`) keeps it elsewhere."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        *,
+        clock: Callable[[], float],
+        slot: _Slot | None = None,
+    ) -> None:
         self._rate = rate
         self._burst = burst
         self._clock = clock
-        self._tokens = burst
-        self._last = clock()
-        self._lock = threading.Lock()
+        self._slot = slot if slot is not None else _LocalSlot(BucketState(burst, clock()))
 
-    def _refill(self) -> None:
+    def _refill(self, state: BucketState) -> float:
+        # The clock is read under the lock, so refills of one bucket never go back in time.
         now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-        self._last = now
+        tokens = refilled(state.tokens, state.last, now, rate=self._rate, burst=self._burst)
+        state.last = now
+        return tokens
 
     @property
     def burst(self) -> float:
@@ -98,21 +151,84 @@ class TokenBucket:
     def take(self, n: float = 1) -> bool:
         """Take ``n`` tokens if they are there. Nothing is borrowed: more than the burst is
         never there, so ``n`` above the burst is always refused."""
-        with self._lock:
-            self._refill()
-            if self._tokens >= n:
-                self._tokens -= n
-                return True
-            return False
+        with self._slot.hold() as state:
+            tokens = self._refill(state)
+            taken = tokens >= n
+            state.tokens = tokens - n if taken else tokens
+            return taken
 
     def wait_time(self, n: float = 1) -> float:
         """Seconds until ``n`` tokens will be there (0 if they are; infinite above the
         burst)."""
         if n > self._burst:
             return float("inf")
-        with self._lock:
-            self._refill()
-            return max(0.0, (n - self._tokens) / self._rate)
+        with self._slot.hold() as state:
+            state.tokens = self._refill(state)
+            return max(0.0, (n - state.tokens) / self._rate)
+
+
+_SHARED_STATE = struct.Struct("=dd")  # tokens, last refill (time.monotonic() seconds)
+
+
+class SharedBuckets:
+    """One token bucket per partner, whose state every process forked after this is made
+    shares: ``staycheck serve --workers N`` makes it in the supervisor, before forking, so
+    N workers together spend each partner's budget once.
+
+    The states live in an anonymous memory file (``memfd``) mapped shared; each is guarded
+    by a record lock (``fcntl``) on its bytes, which the kernel drops if its holder dies
+    (a killed worker cannot leave a bucket locked), taken behind one thread lock per
+    process (record locks belong to processes, not threads). Every process paces the
+    buckets with ``time.monotonic()``: on Linux one clock for the whole host. The
+    supervisor never takes the buckets; Linux only (``memfd_create``).
+    """
+
+    def __init__(self, partners: Mapping[str, Partner]) -> None:
+        self.partners = dict(partners)
+        """The partners these buckets are for (the workers serve these, not a later file)."""
+        self._offsets = {
+            identity: i * _SHARED_STATE.size for i, identity in enumerate(self.partners)
+        }
+        size = max(1, len(self.partners)) * _SHARED_STATE.size
+        self._fd = os.memfd_create("staycheck-partner-budgets", os.MFD_CLOEXEC)
+        os.ftruncate(self._fd, size)
+        self._memory = mmap.mmap(self._fd, size)  # MAP_SHARED: forked processes see writes
+        now = time.monotonic()
+        for identity, offset in self._offsets.items():
+            _SHARED_STATE.pack_into(self._memory, offset, self.partners[identity].burst, now)
+        self._thread_lock = threading.Lock()
+
+    def bucket(self, identity: str) -> TokenBucket:
+        """This process's handle on ``identity``'s bucket."""
+        partner = self.partners[identity]
+        slot = _SharedSlot(self._memory, self._fd, self._offsets[identity], self._thread_lock)
+        return TokenBucket(
+            partner.requests_per_second, partner.burst, clock=time.monotonic, slot=slot
+        )
+
+
+class _SharedSlot:
+    def __init__(
+        self, memory: mmap.mmap, fd: int, offset: int, thread_lock: threading.Lock
+    ) -> None:
+        self._memory = memory
+        self._fd = fd
+        self._offset = offset
+        # One per process for all buckets: a process waiting for a record lock then holds
+        # no other, so the kernel never sees (and refuses) a deadlock between processes.
+        self._thread_lock = thread_lock
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[BucketState]:
+        size, offset = _SHARED_STATE.size, self._offset
+        with self._thread_lock:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX, size, offset)
+            try:
+                state = BucketState(*_SHARED_STATE.unpack_from(self._memory, offset))
+                yield state
+                _SHARED_STATE.pack_into(self._memory, offset, state.tokens, state.last)
+            finally:
+                fcntl.lockf(self._fd, fcntl.LOCK_UN, size, offset)
 
 
 @functools.lru_cache(maxsize=256)
@@ -222,12 +338,20 @@ class PartnerAuthInterceptor(HandlerRewriter):
         sleep: Callable[[float], None] = time.sleep,
         max_wait_s: float = 5.0,
         max_items: int = 1000,
+        shared: SharedBuckets | None = None,
     ) -> None:
+        """``shared``: the buckets of all workers (then ``partners`` must be its partners and
+        the buckets keep ``time.monotonic``); otherwise each partner gets a bucket in this
+        process, paced by ``clock``."""
         super().__init__()
         self._max_items = max_items
         self._partners = dict(partners)
+        if shared is not None and shared.partners != self._partners:
+            raise ValueError("shared buckets are for other partners")
         self._buckets = {
-            identity: TokenBucket(p.requests_per_second, p.burst, clock=clock)
+            identity: shared.bucket(identity)
+            if shared is not None
+            else TokenBucket(p.requests_per_second, p.burst, clock=clock)
             for identity, p in self._partners.items()
         }
         self._streams = {

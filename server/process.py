@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from staycheck.server.app import StayCheckServer
 from staycheck.server.config import ServerConfig
 from staycheck.server.logs import say
+from staycheck.server.partner_access import SharedBuckets
 
 log = logging.getLogger("staycheck.server")
 
@@ -93,9 +94,16 @@ def _print_side_ports(config: ServerConfig, server: StayCheckServer, prefix: str
         say(f"{prefix}metrics on http://{mhost}:{server.metrics_port}/metrics")
 
 
-def run_worker(config: ServerConfig, *, index: int, ready: Callable[[], None]) -> int:
-    """One worker process of ``staycheck.server.workers``: like :func:`run`, sharing the port."""
-    server = StayCheckServer(config, reuse_port=True)
+def run_worker(
+    config: ServerConfig,
+    *,
+    index: int,
+    ready: Callable[[], None],
+    shared_buckets: SharedBuckets | None = None,
+) -> int:
+    """One worker process of ``staycheck.server.workers``: like :func:`run`, sharing the port
+    and (with a partner listener) the partner budgets ``shared_buckets``."""
+    server = StayCheckServer(config, reuse_port=True, shared_buckets=shared_buckets)
     done = threading.Event()
     _install_signals(server, done)
     server.start()

@@ -10,6 +10,11 @@ connections). Each worker watches the bundle file and the key index itself, so b
 reloads and key rotations reach every worker; SIGHUP and SIGTERM sent to the supervisor are
 forwarded. A worker that dies is restarted (at most once a second).
 
+With a partner listener, the supervisor reads the partners file once and makes their token
+buckets in shared memory (:class:`~staycheck.server.partner_access.SharedBuckets`) before
+forking: the workers, restarted ones too, serve those partners and spend one budget per
+partner between them, not one each.
+
 With a metrics endpoint, worker ``i`` serves it on the configured port + ``i`` (or on a
 free port each, with port 0); each prints its address.
 """
@@ -28,7 +33,9 @@ from types import FrameType
 from staycheck.geo.errors import ConfigurationError
 from staycheck.server.config import ServerConfig
 from staycheck.server.keystore import VerdictKeyStore
+from staycheck.server.listeners import read_partners
 from staycheck.server.logs import say
+from staycheck.server.partner_access import SharedBuckets
 
 READY_TIMEOUT_S = 60.0
 
@@ -67,6 +74,7 @@ def supervise(config: ServerConfig) -> int:
         reserved.append(psock)
     config = dataclasses.replace(config, listen=listen, partner_listen=partner_listen)
     VerdictKeyStore(config.state_dir, issuer=config.issuer).load_or_create(now=int(time.time()))
+    shared_buckets = SharedBuckets(read_partners(config)) if partner_listen is not None else None
 
     ready_r, ready_w = os.pipe()
     children: dict[int, int] = {}  # pid -> worker index
@@ -91,6 +99,7 @@ def supervise(config: ServerConfig) -> int:
                     _worker_config(config, index),
                     index=index,
                     ready=lambda: _signal_ready(ready_w),
+                    shared_buckets=shared_buckets,
                 )
             except BaseException as e:  # report the type only; never let it escape the fork
                 say(f"worker {index}: failed: {type(e).__name__}: {e}", err=True)

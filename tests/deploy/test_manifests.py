@@ -7,8 +7,15 @@ bundle mounted where the server's flags point, Services and the autoscaler aimed
 Deployment's pods, per-call round robin in Envoy with gRPC health checks, and a Dockerfile
 with a pinned base, a non-root user and the serving defaults. Where the tools are
 installed, the manifests are also checked against the Kubernetes schemas
-(kubernetes-validate), the Envoy file against Envoy's own API (xds-protos) and the
+(kubernetes-validate), the Envoy files against Envoy's own API (xds-protos) and the
 Dockerfile with hadolint.
+
+The partner edge (``envoy-partners.yaml``, issue 13) is read into Envoy's own protos: mutual
+TLS, the partner identity taken from the certificate into the descriptor, the global rate
+limit filter on every partner route and its rate limit service cluster; and
+``ratelimit-config.yaml`` holds, for each partner of ``partners.example.toml`` (read by the
+server's own loader), a limit equal to its ``requests_per_second``, in units Envoy's rate
+limit API knows.
 """
 
 from __future__ import annotations
@@ -29,12 +36,18 @@ import pytest
 import yaml
 from staycheck.cli.main import build_parser
 from staycheck.server.config import KEYS, build_config
+from staycheck.server.partner_access import load_partners
+from staycheck.v1 import partner_pb2 as ppb
 from staycheck.v1 import verification_pb2 as pb
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
 ENVOY = DEPLOY / "envoy" / "envoy.yaml"
+ENVOY_PARTNERS = DEPLOY / "envoy" / "envoy-partners.yaml"
+RATELIMIT_CONFIG = DEPLOY / "envoy" / "ratelimit-config.yaml"
+PARTNERS_EXAMPLE = DEPLOY / "envoy" / "partners.example.toml"
+ENVOY_FILES = (ENVOY, ENVOY_PARTNERS)
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
@@ -411,8 +424,8 @@ def test_other_selectors_match_the_pod_labels(kind):
 # --- Envoy ------------------------------------------------------------------------------
 
 
-def _envoy() -> dict[str, Any]:
-    (doc,) = _load(ENVOY)
+def _envoy(path: pathlib.Path = ENVOY) -> dict[str, Any]:
+    (doc,) = _load(path)
     assert isinstance(doc, dict)
     return doc
 
@@ -469,8 +482,9 @@ def test_envoy_finds_every_pod_through_the_headless_service():
             assert a["port_value"] in service_ports
 
 
-def test_envoy_keeps_no_access_log_and_its_admin_on_loopback():
-    config = _envoy()
+@pytest.mark.parametrize("path", ENVOY_FILES, ids=lambda p: p.name)
+def test_envoy_keeps_no_access_log_and_its_admin_on_loopback(path):
+    config = _envoy(path)
     assert not [k for k, _ in _walk(config) if k == "access_log"]
     assert config["admin"]["address"]["socket_address"]["address"] in ("127.0.0.1", "::1")
 
@@ -538,8 +552,9 @@ def _deprecated_fields(message: Any, path: str = "") -> Iterator[str]:
                 yield from _deprecated_fields(item, where)
 
 
-def test_envoy_config_parses_against_envoys_api_without_deprecated_fields():
-    bootstrap = _envoy_bootstrap(_envoy())
+@pytest.mark.parametrize("path", ENVOY_FILES, ids=lambda p: p.name)
+def test_envoy_config_parses_against_envoys_api_without_deprecated_fields(path):
+    bootstrap = _envoy_bootstrap(_envoy(path))
     assert list(_deprecated_fields(bootstrap)) == []
 
 
@@ -550,6 +565,193 @@ def test_a_misspelt_envoy_field_is_caught():
     config["static_resources"]["clusters"][0]["lb_polcy"] = "ROUND_ROBIN"
     with pytest.raises(json_format.ParseError):
         _envoy_bootstrap(config)
+
+
+# --- Envoy at the partner edge: partner budgets across a fleet (issue 13) ---------------
+
+PARTNER_SERVICE = ppb.DESCRIPTOR.services_by_name["PartnerVerification"].full_name
+RATE_LIMIT_FILTER = "envoy.filters.http.ratelimit"
+# The keys envoyproxy/ratelimit accepts in its YAML (src/config/config_impl.go, validKeys).
+RATELIMIT_KEYS = {
+    "domain", "key", "value", "descriptors", "rate_limit", "unit", "requests_per_unit",
+    "unlimited", "shadow_mode", "name", "replaces", "detailed_metric",
+}  # fmt: skip
+UNIT_SECONDS = {"SECOND": 1, "MINUTE": 60, "HOUR": 3600, "DAY": 86400}
+
+
+def _unpack(any_message: Any, cls: Any) -> Any:
+    inner = cls()
+    assert any_message.Unpack(inner), f"{any_message.type_url} is not {cls.DESCRIPTOR.full_name}"
+    return inner
+
+
+class _PartnerEdge:
+    """envoy-partners.yaml read into Envoy's protos: its one listener's TLS context and
+    connection manager, its clusters by name."""
+
+    def __init__(self) -> None:
+        self.bootstrap = _envoy_bootstrap(_envoy(ENVOY_PARTNERS))
+        from envoy.extensions.filters.network.http_connection_manager.v3 import (
+            http_connection_manager_pb2 as hcm,
+        )
+        from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+        (listener,) = self.bootstrap.static_resources.listeners
+        (chain,) = listener.filter_chains
+        self.tls = _unpack(chain.transport_socket.typed_config, tls_pb2.DownstreamTlsContext)
+        (manager,) = chain.filters
+        self.hcm = _unpack(manager.typed_config, hcm.HttpConnectionManager)
+        self.clusters = {c.name: c for c in self.bootstrap.static_resources.clusters}
+
+    def filter(self, name: str, cls: Any) -> Any:
+        (found,) = [f for f in self.hcm.http_filters if f.name == name]
+        return _unpack(found.typed_config, cls)
+
+    def partner_routes(self) -> list[Any]:
+        return [
+            route
+            for host in self.hcm.route_config.virtual_hosts
+            for route in host.routes
+            if route.match.prefix.strip("/").startswith(PARTNER_SERVICE)
+        ]
+
+
+@pytest.fixture(scope="module")
+def edge() -> _PartnerEdge:
+    return _PartnerEdge()
+
+
+def _ratelimit_config() -> dict[str, Any]:
+    (doc,) = _load(RATELIMIT_CONFIG)
+    return doc
+
+
+def test_partner_edge_demands_client_certificates_of_the_partner_cas(edge):
+    assert edge.tls.require_client_certificate.value is True
+    context = edge.tls.common_tls_context
+    assert context.validation_context.trusted_ca.filename
+    assert list(context.alpn_protocols) == ["h2"]
+
+
+def test_partner_edge_meters_calls_with_envoys_global_rate_limit_filter(edge):
+    from envoy.config.core.v3 import config_source_pb2
+    from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2
+
+    names = [f.name for f in edge.hcm.http_filters]
+    assert names[-1] == "envoy.filters.http.router"
+    assert RATE_LIMIT_FILTER in names
+    rate_limit = edge.filter(RATE_LIMIT_FILTER, rate_limit_pb2.RateLimit)
+    assert rate_limit.domain == _ratelimit_config()["domain"]
+    # Over the limit a partner hears what StayCheck itself says over budget.
+    assert rate_limit.rate_limited_as_resource_exhausted is True
+    service = rate_limit.rate_limit_service
+    assert service.transport_api_version == config_source_pb2.ApiVersion.V3
+    assert service.grpc_service.envoy_grpc.cluster_name in edge.clusters
+
+
+def test_the_rate_limit_service_cluster_speaks_http2(edge):
+    from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2
+    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+
+    rate_limit = edge.filter(RATE_LIMIT_FILTER, rate_limit_pb2.RateLimit)
+    cluster = edge.clusters[rate_limit.rate_limit_service.grpc_service.envoy_grpc.cluster_name]
+    options = _unpack(
+        cluster.typed_extension_protocol_options[
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ],
+        http_protocol_options_pb2.HttpProtocolOptions,
+    )
+    assert options.explicit_http_config.HasField("http2_protocol_options")
+    assert cluster.load_assignment.endpoints[0].lb_endpoints
+
+
+def test_every_partner_route_sends_the_certificates_dns_names_as_the_descriptor(edge):
+    from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
+
+    routes = edge.partner_routes()
+    assert routes, f"no route for {PARTNER_SERVICE}"
+    mutations = edge.filter(
+        "envoy.filters.http.header_mutation", header_mutation_pb2.HeaderMutation
+    ).mutations.request_mutations
+    names = [f.name for f in edge.hcm.http_filters]
+    assert names.index("envoy.filters.http.header_mutation") < names.index(RATE_LIMIT_FILTER)
+    keys = {d["key"] for d in _ratelimit_config()["descriptors"]}
+    for route in routes:
+        assert route.route.cluster in edge.clusters
+        (limit,) = route.route.rate_limits
+        (action,) = limit.actions
+        header = action.request_headers.header_name
+        assert action.request_headers.descriptor_key in keys
+        # The header is Envoy's: a client's own is removed, then the certificate's DNS
+        # names are written into it.
+        removed = [i for i, m in enumerate(mutations) if m.remove == header]
+        written = [
+            i
+            for i, m in enumerate(mutations)
+            if m.append.header.key == header
+            and m.append.header.value == "%DOWNSTREAM_PEER_DNS_SAN%"
+        ]
+        assert removed and written and removed[0] < written[0], header
+
+
+def test_partner_edge_forwards_to_staycheck_partner_listeners_over_mutual_tls(edge):
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+    for route in edge.partner_routes():
+        cluster = edge.clusters[route.route.cluster]
+        upstream = _unpack(cluster.transport_socket.typed_config, tls_pb2.UpstreamTlsContext)
+        assert upstream.common_tls_context.tls_certificates, "a client certificate for StayCheck"
+        assert upstream.common_tls_context.validation_context.trusted_ca.filename
+        checks = [h.grpc_health_check.service_name for h in cluster.health_checks]
+        assert checks == [PARTNER_SERVICE]
+
+
+def _rate_limit_entries(descriptors: list[Any]) -> Iterator[dict[str, Any]]:
+    for d in descriptors:
+        yield d
+        yield from _rate_limit_entries(d.get("descriptors", []))
+
+
+def _keys(obj: Any) -> Iterator[str]:
+    for key, _ in _walk(obj):
+        yield key
+
+
+def test_ratelimit_config_is_in_the_rate_limit_services_format_and_envoys_units():
+    pytest.importorskip("envoy.service.ratelimit.v3.rls_pb2", reason="dev dependency xds-protos")
+    from envoy.service.ratelimit.v3 import rls_pb2
+    from google.protobuf import json_format
+
+    config = _ratelimit_config()
+    assert set(_keys(config)) <= RATELIMIT_KEYS
+    assert config["domain"]
+    seen = set()
+    for entry in _rate_limit_entries(config["descriptors"]):
+        assert entry["key"]
+        assert (entry["key"], entry.get("value")) not in seen, entry
+        seen.add((entry["key"], entry.get("value")))
+        limit = entry["rate_limit"]
+        # What the service answers Envoy with (RateLimitResponse.RateLimit): a unit of
+        # Envoy's enum (the service upper-cases the YAML's) and a uint32 count.
+        parsed = json_format.ParseDict(
+            {"unit": limit["unit"].upper(), "requests_per_unit": limit["requests_per_unit"]},
+            rls_pb2.RateLimitResponse.RateLimit(),
+        )
+        assert parsed.unit != rls_pb2.RateLimitResponse.RateLimit.UNKNOWN
+        assert parsed.requests_per_unit >= 1
+
+
+def test_ratelimit_config_limits_each_partner_of_the_partners_file_to_its_rate():
+    partners = load_partners(PARTNERS_EXAMPLE)
+    assert partners
+    entries = {d.get("value"): d for d in _ratelimit_config()["descriptors"]}
+    for identity, partner in partners.items():
+        limit = entries[identity]["rate_limit"]
+        seconds = UNIT_SECONDS[limit["unit"].upper()]
+        assert limit["requests_per_unit"] / seconds == partner.requests_per_second, identity
+    # Identities of no partner (or several DNS names at once) have a limit too.
+    assert None in entries
+    assert set(entries) - {None} == set(partners)
 
 
 # --- Dockerfile -------------------------------------------------------------------------

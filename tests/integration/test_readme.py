@@ -61,6 +61,44 @@ def test_readme_examples_run_as_written(tmp_path):
     assert "batch: 3 lines, 1 error\n" in result.stderr
 
 
+def test_the_partner_flow_stops_at_a_port_already_taken(tmp_path):
+    """Issue 13: the partner block carried on after its server failed to bind; now it stops
+    at the server's failure, before any partner command runs."""
+    first, partners = [b for b in _blocks() if "authority keygen" in b or "certs demo" in b]
+    folder = tmp_path / "example"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        # The first block as written (it makes the keys and the bundle), on a free port;
+        # then the partner block, whose public port is taken.
+        script = "\n".join(
+            [
+                "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT",
+                first.replace("/tmp/staycheck-example", str(folder)).replace(
+                    "50051", str(_free_port())
+                ),
+                partners.replace("50051", port).replace("50052", str(_free_port())),
+            ]
+        )
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}"
+                f"{os.environ.get('PATH', '')}",
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode != 0
+    assert "Address already in use" in result.stderr or "cannot listen" in result.stderr
+    # The very next command (its output file is made by the shell before it runs) never ran.
+    assert not (folder / "beijing.jwks.json").exists(), "the block went on after the failure"
+
+
 def _python_api_blocks() -> list[str]:
     text = (ROOT / "README.md").read_text()
     section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]

@@ -4,8 +4,8 @@ Usage: ``python tests/privacy/audited_serve.py serve --listen ... --state-dir DI
 i.e. the arguments of ``staycheck``. A ``sys.addaudithook`` hook is installed before
 ``staycheck.cli.main.main()`` runs. It is *armed* when the server prints its ``serving on`` line
 (stdout is wrapped to see it), or at once when the environment has ``AUDIT_ARM=start``;
-SIGUSR1 disarms it. While armed it reports to stderr, one line per event, prefixed
-``AUDIT``:
+SIGUSR1 disarms it. While armed it reports to stderr, one line per event, ``AUDIT PID EVENT``
+(the pid of the process that saw it):
 
 - ``open`` for writing (a mode with ``w``, ``a``, ``x`` or ``+``, or flags with
   ``O_WRONLY``, ``O_RDWR``, ``O_CREAT``, ``O_APPEND`` or ``O_TRUNC``);
@@ -18,6 +18,15 @@ A line holds the event name, the open mode and flags, and a path *category* (``s
 path, an address or any other argument that could carry itinerary data. Events of Python
 code only: what the C core of gRPC does directly is invisible here (the canary test checks
 the state dir, the temp dir and the process's sockets for that).
+
+Forked processes (the workers of ``staycheck serve --workers N``) keep the hook, the signal
+handlers and the armed state they were forked with (an audit hook cannot be removed, and a
+fork copies the interpreter). Their supervisor prints ``serving on`` once they are ready, so
+arming and disarming are passed down: a process that arms (at ``serving on``, or on SIGUSR2)
+sends SIGUSR2 to its children, and one that disarms (SIGUSR1) sends them SIGUSR1; each
+reports its own ``armed`` and ``disarmed`` line. Nothing of this changes the product: the
+server installs no SIGUSR1 or SIGUSR2 handler, and its supervisor forwards only SIGHUP,
+SIGTERM and SIGINT.
 """
 
 from __future__ import annotations
@@ -71,7 +80,8 @@ _PROC_EVENTS = frozenset(
     {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork"}
 )
 
-_armed = threading.Event()
+# A plain flag, not a threading.Event: a fork copies it safely whatever other threads hold.
+_armed = False
 _busy = threading.local()
 
 
@@ -109,7 +119,7 @@ def _category(path: Any) -> str:
 
 
 def _report(line: str) -> None:
-    os.write(2, f"AUDIT {line}\n".encode("ascii", "replace"))
+    os.write(2, f"AUDIT {os.getpid()} {line}\n".encode("ascii", "replace"))
 
 
 def _describe(event: str, args: tuple[Any, ...]) -> str | None:
@@ -135,7 +145,7 @@ def _describe(event: str, args: tuple[Any, ...]) -> str | None:
 
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:
-    if not _armed.is_set() or getattr(_busy, "active", False):
+    if not _armed or getattr(_busy, "active", False):
         return
     _busy.active = True
     try:
@@ -146,6 +156,43 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         _busy.active = False
 
 
+def _children() -> list[int]:
+    """This process's children (of any of its threads), from ``/proc``."""
+    pids = []
+    for task in pathlib.Path("/proc/self/task").iterdir():
+        try:
+            pids += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            continue  # the thread ended meanwhile
+    return pids
+
+
+def _tell_children(signum: int) -> None:
+    for pid in _children():
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            continue
+
+
+def _arm() -> None:
+    """Arm here and in the children; the children are told first, while this process is
+    still disarmed, so that telling them is not itself reported."""
+    global _armed
+    if _armed:
+        return
+    _tell_children(signal.SIGUSR2)
+    _armed = True
+    _report("armed")
+
+
+def _disarm() -> None:
+    global _armed
+    _armed = False
+    _report("disarmed")
+    _tell_children(signal.SIGUSR1)
+
+
 class _ArmOnServing:
     """stdout, armed by the ``serving on`` line before it is written (and so seen)."""
 
@@ -153,27 +200,21 @@ class _ArmOnServing:
         self._inner = inner
 
     def write(self, text: str) -> int:
-        if "serving on" in text and not _armed.is_set():
-            _armed.set()
-            _report("armed")
+        if "serving on" in text:
+            _arm()
         return int(self._inner.write(text))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
 
-def _disarm(signum: int, frame: object) -> None:
-    _armed.clear()
-    _report("disarmed")
-
-
 def main() -> int:
     sys.addaudithook(_hook)
-    signal.signal(signal.SIGUSR1, _disarm)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: _disarm())
+    signal.signal(signal.SIGUSR2, lambda signum, frame: _arm())
     sys.stdout = _ArmOnServing(sys.stdout)
     if os.environ.get("AUDIT_ARM") == "start":
-        _armed.set()
-        _report("armed")
+        _arm()
 
     from staycheck.cli.main import main as staycheck_main
 

@@ -123,3 +123,47 @@ def doubles_in_memory(pid: int, values: Iterable[float]) -> set[float]:
                     near = words[(words >= wanted[0]) & (words <= wanted[-1])]
                     found.update(near[np.isin(near, wanted)].tolist())
     return {by_bits[b] for b in found}
+
+
+# --- the processes of a server and the connections they accepted ---------------------------
+
+LISTEN, ESTABLISHED = 0x0A, 0x01
+"""TCP states in ``/proc/PID/net/tcp``."""
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (of any of its threads), from ``/proc``: the workers of
+    ``staycheck serve --workers N`` under their supervisor."""
+    found = []
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # the thread ended meanwhile
+            found += [int(x) for x in (task / "children").read_text().split()]
+    return sorted(found)
+
+
+def listening_on(pids: Iterable[int], port: int) -> set[int]:
+    """Which of ``pids`` hold a listening socket on ``port`` (several share it with
+    ``SO_REUSEPORT``)."""
+    return {
+        pid
+        for pid in pids
+        if any(local == port and state == LISTEN for local, _, state in tcp_sockets(pid))
+    }
+
+
+def accepted_from(client: int, servers: Iterable[int], port: int) -> dict[int, set[int]]:
+    """For each of ``servers``: the client-side ports of the connections that process
+    ``client`` holds to ``port`` and that this server process accepted."""
+    ours = {
+        local
+        for local, remote, state in tcp_sockets(client)
+        if remote == port and state == ESTABLISHED
+    }
+    return {
+        pid: {
+            remote
+            for local, remote, state in tcp_sockets(pid)
+            if local == port and state == ESTABLISHED and remote in ours
+        }
+        for pid in servers
+    }
