@@ -112,6 +112,18 @@ def spec_bundle(signer: Ed25519Signer, *, now: int = NOW, **kwargs: Any) -> byte
     return signed_bundle(signer, [square_feature(active_from=now - 5 * DAY)], **kwargs)
 
 
+def live_bundle(signer: Ed25519Signer, *, now: int, version: int = 1) -> bytes:
+    """SPEC.md's bundle B for a server on the real clock: issued a minute before ``now``,
+    expiring two days after it."""
+    return signed_bundle(
+        signer,
+        [square_feature(active_from=now - 5 * DAY)],
+        version=version,
+        issued_at=now - 60,
+        expires_at=now + 2 * DAY,
+    )
+
+
 def stay(
     city_code: str,
     arrival: int,

@@ -19,7 +19,7 @@ from staycheck.trust.keys import Ed25519Signer
 from staycheck.trust.verdict import decode_token
 
 from tests.harness import STAYCHECK, spawn, write_server_files
-from tests.helpers import DAY, HOUR, TJ_LAT, TJ_LON, itinerary, signed_bundle, square_feature, stay
+from tests.helpers import DAY, HOUR, TJ_LAT, TJ_LON, itinerary, live_bundle, stay
 
 
 def _free_port() -> int:
@@ -29,13 +29,7 @@ def _free_port() -> int:
 
 
 def _bundle(authority: Ed25519Signer, version: int, now: int) -> bytes:
-    return signed_bundle(
-        authority,
-        [square_feature(active_from=now - 5 * DAY)],
-        version=version,
-        issued_at=now - 60,
-        expires_at=now + 2 * DAY,
-    )
+    return live_bundle(authority, now=now, version=version)
 
 
 def test_kill_9_mid_load_then_restart(tmp_path):

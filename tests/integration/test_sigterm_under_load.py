@@ -17,7 +17,7 @@ from staycheck.client import StayCheckClient
 from staycheck.trust.keys import Ed25519Signer
 
 from tests.harness import serve_process
-from tests.helpers import BJ_LAT, BJ_LON, DAY, itinerary, signed_bundle, square_feature, stay
+from tests.helpers import BJ_LAT, BJ_LON, DAY, itinerary, live_bundle, stay
 
 CLIENTS = 16
 RUNS = 10
@@ -25,12 +25,7 @@ RUNS = 10
 
 def _one_run(root, authority: Ed25519Signer) -> list[tuple[float, grpc.StatusCode | None]]:
     now = int(time.time())
-    bundle = signed_bundle(
-        authority,
-        [square_feature(active_from=now - 5 * DAY)],
-        issued_at=now - 60,
-        expires_at=now + 2 * DAY,
-    )
+    bundle = live_bundle(authority, now=now)
     clean = itinerary(stay("110100", now - 14 * DAY, now, (BJ_LAT, BJ_LON)))
     results: list[tuple[float, grpc.StatusCode | None]] = []  # (sent at, failure)
     with serve_process(root, authority=authority, bundle=bundle, log_level="warning") as srv:

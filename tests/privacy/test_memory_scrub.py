@@ -20,7 +20,7 @@ from staycheck.client import StayCheckClient
 from staycheck.trust.keys import Ed25519Signer
 
 from tests.harness import serve_process
-from tests.helpers import BJ_LON, DAY, HOUR, itinerary, signed_bundle, square_feature, stay
+from tests.helpers import BJ_LON, DAY, HOUR, itinerary, live_bundle, stay
 from tests.privacy.serving import doubles_in_memory
 
 REQUESTS = 1000
@@ -35,12 +35,7 @@ def _canaries(seed: int) -> list[float]:
 def _found_after_requests(root: pathlib.Path, *extra_args: str) -> tuple[int, set[float]]:
     authority = Ed25519Signer.generate()
     now = int(time.time())
-    bundle = signed_bundle(
-        authority,
-        [square_feature(active_from=now - 5 * DAY)],
-        issued_at=now - 60,
-        expires_at=now + 2 * DAY,
-    )
+    bundle = live_bundle(authority, now=now)
     canaries = _canaries(seed=len(extra_args))
     arrival = now - 3 * DAY
     with serve_process(
