@@ -82,5 +82,11 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False))
 
 
-def rpc_failed(e: Any) -> NoReturn:
-    fail(f"server refused: {e.code().name}: {e.details()}", EXIT_REFUSED)
+def server_address(text: str) -> str:
+    """``--server`` as HOST:PORT (argparse type): a port is required, never defaulted."""
+    import argparse
+
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r}: give HOST:PORT, e.g. 127.0.0.1:50051")
+    return text

@@ -19,6 +19,7 @@ server refused); 2 a usage or input error.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -52,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.extra == "client":
+        # Before grpc is imported: its C-core log lines stay off the caller's terminal
+        # (our messages say what failed); an operator's own GRPC_VERBOSITY wins.
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
         result: int = args.func(args)
     except Error as e:

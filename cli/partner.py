@@ -11,6 +11,7 @@ import pathlib
 import sys
 from typing import Any
 
+from staycheck.cli.calls import reachable, rpc_failed
 from staycheck.cli.common import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -18,7 +19,7 @@ from staycheck.cli.common import (
     print_json,
     read,
     rfc3339,
-    rpc_failed,
+    server_address,
 )
 from staycheck.cli.traveller import load_itinerary
 
@@ -33,7 +34,9 @@ def _partner_client(args: argparse.Namespace) -> Any:
     credentials = tls_credentials(
         ca=read(args.ca, "ca"), cert=read(args.cert, "cert"), key=read(args.key, "key")
     )
-    return PartnerClient(args.server, credentials=credentials)
+    client = PartnerClient(args.server, credentials=credentials)
+    reachable(args.server, client.channel, tls=True)
+    return client
 
 
 def cmd_verify_online(args: argparse.Namespace) -> int:
@@ -144,7 +147,13 @@ def cmd_certs_demo(args: argparse.Namespace) -> int:
 
 
 def _partner_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", required=True, metavar="HOST:PORT", help="partner listener")
+    p.add_argument(
+        "--server",
+        required=True,
+        metavar="HOST:PORT",
+        type=server_address,
+        help="partner listener",
+    )
     p.add_argument("--cert", required=True, metavar="PEM", help="partner certificate")
     p.add_argument("--key", required=True, metavar="PEM", help="its private key")
     p.add_argument("--ca", required=True, metavar="PEM", help="CA of the server certificate")

@@ -5,15 +5,18 @@ Needs the ``client`` extra (grpc, protobuf); imported inside the commands only."
 from __future__ import annotations
 
 import argparse
+import json
+import re
 from typing import Any
 
+from staycheck.cli.calls import reachable, rpc_failed
 from staycheck.cli.common import (
     EXIT_OK,
     fail,
     print_json,
     read,
     rfc3339,
-    rpc_failed,
+    server_address,
 )
 
 
@@ -21,19 +24,79 @@ def _client(server: str, ca: str | None = None) -> Any:
     from staycheck.client.client import StayCheckClient, tls_credentials
 
     credentials = None if ca is None else tls_credentials(ca=read(ca, "ca"))
-    return StayCheckClient(server, credentials=credentials)
+    client = StayCheckClient(server, credentials=credentials)
+    reachable(server, client.channel, tls=ca is not None)
+    return client
+
+
+STAY_FIELDS = {
+    "city_code": "city_code",
+    "cityCode": "city_code",
+    "location": "location",
+    "arrival": "arrival",
+    "departure": "departure",
+}
+# RFC 3339 with a zone offset (proto3 JSON's Timestamp form).
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 
 
 def load_itinerary(data: bytes) -> Any:
-    """Parse the proto3 JSON form of ``staycheck.v1.Itinerary``."""
+    """Parse the proto3 JSON form of ``staycheck.v1.Itinerary``. A mistake is a
+    ``ValueError`` naming the field and the rule; these are the user's own values, so a
+    value may be shown (the server never shows one)."""
     from google.protobuf import json_format
     from staycheck.v1 import verification_pb2 as pb
 
     try:
-        return json_format.Parse(data, pb.Itinerary())
+        doc = json.loads(data)
+    except UnicodeDecodeError:
+        raise ValueError("itinerary: not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"itinerary: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
+        ) from None
+    if not isinstance(doc, dict):
+        raise ValueError('itinerary: must be a JSON object {"stays": [...]}')
+    for name in doc:
+        if name != "stays":
+            raise ValueError(f'itinerary: unknown field {name!r} (the one field is "stays")')
+    stays = doc.get("stays", [])
+    if not isinstance(stays, list):
+        raise ValueError("stays: must be a list of stays")
+    for i, stay in enumerate(stays):
+        _check_stay(f"stays[{i}]", stay)
+    try:
+        return json_format.ParseDict(doc, pb.Itinerary())
     except json_format.ParseError:
-        # The parser's message may quote the input: say only where to look.
+        # Not reached for the shapes checked above; the parser's text may be long.
         raise ValueError("itinerary: not the proto3 JSON form of staycheck.v1.Itinerary") from None
+
+
+def _check_stay(where: str, stay: Any) -> None:
+    if not isinstance(stay, dict):
+        raise ValueError(f"{where}: must be an object with city_code, arrival, departure")
+    for name in stay:
+        if name not in STAY_FIELDS:
+            known = ", ".join(sorted({*STAY_FIELDS.values()}))
+            raise ValueError(f"{where}: unknown field {name!r} (known: {known})")
+    code = stay.get("city_code", stay.get("cityCode"))
+    if code is not None and not isinstance(code, str):
+        raise ValueError(f'{where}.city_code: a text of six digits, e.g. "110100"')
+    for name in ("arrival", "departure"):
+        value = stay.get(name)
+        if value is not None and (not isinstance(value, str) or not _RFC3339.fullmatch(value)):
+            raise ValueError(
+                f"{where}.{name}: an RFC 3339 time with a zone, e.g. 2026-11-28T08:00:00Z "
+                f"(got {value!r})"
+            )
+    location = stay.get("location")
+    if location is not None:
+        if not isinstance(location, dict) or set(location) - {"latitude", "longitude"}:
+            raise ValueError(f"{where}.location: an object with latitude and longitude")
+        for name in ("latitude", "longitude"):
+            value = location.get(name, 0.0)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{where}.location.{name}: a number of degrees")
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -92,7 +155,7 @@ def add_parsers(
     """``submit`` and ``keys``; returns the subcommands of ``keys`` (``rotate`` is added by
     the operator's module)."""
     p = sub.add_parser("submit", help="submit an itinerary, print the verdict")
-    p.add_argument("--server", required=True, metavar="HOST:PORT")
+    p.add_argument("--server", required=True, metavar="HOST:PORT", type=server_address)
     p.add_argument("--itinerary", required=True, metavar="FILE.json")
     p.add_argument(
         "--subject-id", metavar="ID", help="bind the verdict to this ID (hashed here, never sent)"
@@ -101,7 +164,7 @@ def add_parsers(
     p.set_defaults(func=cmd_submit, extra="client")
 
     p = sub.add_parser("keys", help="print the server's verdict keys (JWKS); rotate them")
-    p.add_argument("--server", metavar="HOST:PORT")
+    p.add_argument("--server", metavar="HOST:PORT", type=server_address)
     p.add_argument("--ca", metavar="PEM", help="use TLS, trusting this CA")
     p.set_defaults(func=cmd_keys, extra="client")
     return p.add_subparsers(dest="keys_command", metavar="COMMAND")

@@ -56,6 +56,10 @@ class StayCheckClient:
         self._stub = pb_grpc.ItineraryVerificationStub(self._channel)
         self._timeout_s = timeout_s
 
+    @property
+    def channel(self) -> grpc.Channel:
+        return self._channel
+
     def submit(
         self, itinerary: pb.Itinerary, *, subject_binding: bytes = b""
     ) -> pb.SubmitItineraryResponse:
@@ -128,6 +132,10 @@ class PartnerClient:
         self._channel = grpc.secure_channel(target, credentials, options=options or [])
         self._stub = ppb_grpc.PartnerVerificationStub(self._channel)
         self._timeout_s = timeout_s
+
+    @property
+    def channel(self) -> grpc.Channel:
+        return self._channel
 
     def verify_verdict(
         self, token: str, *, subject_binding: bytes = b"", min_riskset_version: int = 0

@@ -28,9 +28,12 @@ from typing import Any
 
 import pytest
 from staycheck.cli.samples import feature, rfc3339, square
+from staycheck.trust.keys import Ed25519Signer
 
 from tests import harness
 from tests.harness import ServerFiles
+from tests.helpers import spec_bundle
+from tests.integration.partner_helpers import make_pki, tls_server
 
 DAY = 86400
 HOUR = 3600
@@ -653,7 +656,7 @@ def test_submit_invalid_itinerary_names_the_field_not_the_values(tmp_path, main_
     location = (39.13579, 117.24680)
     it = write_itinerary(tmp_path / "bad.json", stay("120100", arrival, departure, location))
     r = main_server.submit(it)
-    assert r.returncode == 1
+    assert r.returncode == 2  # an input error, whoever catches it (issue 10)
     assert "stays[0].departure" in r.stderr
     assert "INVALID_ARGUMENT" in r.stderr
     for value in (
@@ -691,7 +694,7 @@ def test_server_log_holds_no_itinerary_bytes_at_debug_level(tmp_path, main_serve
         tmp_path / "b.json", stay("130600", departure, arrival, (38.8765432, 115.4654321))
     )
     assert main_server.submit_ok(located)["status"] == "NO_ABNORMALITY"
-    assert main_server.submit(backwards).returncode == 1
+    assert main_server.submit(backwards).returncode == 2  # an input error (issue 10)
     log = main_server.log_text()
     for value in (
         "130600",
@@ -846,3 +849,80 @@ def test_help(command):
     r = run(*command, "--help")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("usage: staycheck")
+
+
+# --- client errors a person can act on (issue 10) -----------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"stays": [', "itinerary: not valid JSON (line 1, column 12"),
+        ('{"stay": []}', "itinerary: unknown field 'stay'"),
+        ('{"stays": [{"citycode": "110100"}]}', "stays[0]: unknown field 'citycode'"),
+        (
+            '{"stays": [{"city_code": "110100", "arrival": "2026-11-28 08:00"}]}',
+            "stays[0].arrival: an RFC 3339 time with a zone, e.g. 2026-11-28T08:00:00Z "
+            "(got '2026-11-28 08:00')",
+        ),
+        (
+            '{"stays": [{"city_code": "110100", "departure": "2026-11-28T08:00:00"}]}',
+            "stays[0].departure: an RFC 3339 time with a zone",
+        ),
+        ('{"stays": [{"location": {"lat": 39.9}}]}', "stays[0].location: an object with"),
+        ('{"stays": [{"city_code": 110100}]}', "stays[0].city_code: a text of six digits"),
+    ],
+    ids=["broken", "top-level typo", "field typo", "no zone", "no offset", "location", "code"],
+)
+def test_an_itinerary_file_mistake_names_the_field_and_the_rule(tmp_path, text, expected):
+    path = tmp_path / "trip.json"
+    path.write_text(text)
+    # Caught before any connection: the port needs no server.
+    r = run("submit", "--server", f"127.0.0.1:{_free_port()}", "--itinerary", path)
+    assert r.returncode == 2, r.stderr
+    assert expected in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_nothing_listening_is_said_at_once(tmp_path, now):
+    it = write_itinerary(tmp_path / "ok.json", stay("110100", now - 14 * DAY, now, BJ))
+    port = _free_port()
+    r = run("submit", "--server", f"127.0.0.1:{port}", "--itinerary", it, timeout=20)
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"staycheck: nothing is listening at 127.0.0.1:{port}"
+    k = run("keys", "--server", f"127.0.0.1:{port}", timeout=20)
+    assert k.stderr.strip() == f"staycheck: nothing is listening at 127.0.0.1:{port}"
+
+
+def test_tls_to_a_plaintext_server_says_which_flag(tmp_path, main_server):
+    pki = tmp_path / "pki"
+    assert run("certs", "demo", "--out", pki).returncode == 0
+    r = run("keys", "--server", main_server.target, "--ca", pki / "ca.pem", timeout=20)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr  # no gRPC C-core log lines
+    assert "does not answer as a TLS gRPC server" in lines[0] and "drop --ca" in lines[0]
+
+
+def test_plaintext_to_a_tls_server_says_which_flag(tmp_path, authority, now):
+    pki = make_pki(tmp_path / "pki")
+    signer = Ed25519Signer.generate()
+    with tls_server(tmp_path / "srv", pki=pki, authority=signer, bundle=spec_bundle(signer)) as s:
+        r = run("keys", "--server", s.target, timeout=20)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "does not answer plaintext gRPC" in lines[0] and "add --ca PEM" in lines[0]
+
+
+@pytest.mark.parametrize("server", ["127.0.0.1", "localhost:", ":50051", "host:http"])
+def test_a_server_without_a_port_is_a_usage_error(tmp_path, server):
+    r = run("keys", "--server", server)
+    assert r.returncode == 2
+    assert "give HOST:PORT" in r.stderr
