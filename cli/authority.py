@@ -154,7 +154,23 @@ def cmd_render(args: argparse.Namespace) -> int:
     from staycheck.cli.samples import cities
     from staycheck.geo.render import CityMarker, render_svg
 
-    msg = _verified_bundle_message(args.bundle, _authority_keys(args.authority_key), "render")
+    data = read(args.bundle, "render")
+    unsigned = data.lstrip()[:1] == b"{"
+    if unsigned:  # GeoJSON: the areas as they will be signed, to look at first
+        from staycheck.geo.authoring import build_bundle
+        from staycheck.geo.bundle import Policy
+
+        try:
+            collection = json.loads(data)
+        except ValueError:
+            fail("render: the GeoJSON file is not valid JSON")
+        # The same checks as `authority sign`; version and dates only label the drawing.
+        msg = build_bundle(collection, version=1, issued_at=now(), expires_at=now() + 1,
+                           policy=Policy())  # fmt: skip
+    elif args.authority_key is None:
+        fail("render: a signed bundle needs --authority-key (a GeoJSON file does not)")
+    else:
+        msg = _verified_bundle_message(args.bundle, _authority_keys(args.authority_key), "render")
     # Beijing, Tianjin and Hebei, plus any shipped city that holds an area.
     held = {area.city_code for area in msg.areas}
     markers = [
@@ -165,8 +181,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     out = pathlib.Path(args.out)
     write_atomic(out, render_svg(msg, markers).encode("utf-8"), 0o644)
     print(
-        f"drew {len(msg.areas)} areas of bundle version {msg.version} "
-        f"over {len(markers)} cities -> {out}"
+        f"drew {len(msg.areas)} areas of "
+        + ("the GeoJSON file (unsigned)" if unsigned else f"bundle version {msg.version}")
+        + f" over {len(markers)} cities -> {out}"
     )
     return EXIT_OK
 
@@ -212,9 +229,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--authority-key", required=True, metavar="PUBLIC")
     p.set_defaults(func=cmd_inspect)
 
-    p = asub.add_parser("render", help="draw a bundle's areas over the shipped cities as SVG")
-    p.add_argument("bundle", metavar="BUNDLE")
-    p.add_argument("--authority-key", required=True, metavar="PUBLIC")
+    p = asub.add_parser(
+        "render",
+        help="draw a bundle's areas (or a GeoJSON file's, before signing) as SVG",
+    )
+    p.add_argument("bundle", metavar="BUNDLE|AREAS.geojson")
+    p.add_argument("--authority-key", metavar="PUBLIC", help="needed for a signed bundle")
     p.add_argument("--out", required=True, metavar="MAP.svg", help="written atomically")
     p.set_defaults(func=cmd_render)
 

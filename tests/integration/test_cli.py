@@ -926,3 +926,51 @@ def test_a_server_without_a_port_is_a_usage_error(tmp_path, server):
     r = run("keys", "--server", server)
     assert r.returncode == 2
     assert "give HOST:PORT" in r.stderr
+
+
+# --- authority render ----------------------------------------------------------------------
+
+
+def _area_ids(svg: pathlib.Path) -> list[str]:
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(svg.read_text(encoding="utf-8"))
+    return sorted(e.get("data-area-id", "") for e in root.iter() if e.get("data-area-id"))
+
+
+def test_render_draws_a_geojson_file_before_it_is_signed(tmp_path, now):
+    """README: the authority looks at the areas before signing (issue 10)."""
+    areas = write_json(tmp_path / "areas.geojson", spec_areas(now))
+    r = run("authority", "render", areas, "--out", tmp_path / "map.svg")
+    assert r.returncode == 0, r.stderr
+    assert "unsigned" in r.stdout
+    ids = [f["properties"]["id"] for f in spec_areas(now)["features"]]
+    assert _area_ids(tmp_path / "map.svg") == sorted(ids)
+
+
+def test_render_of_a_signed_bundle_still_checks_its_signature(tmp_path, authority, bundle_v1):
+    r = run("authority", "render", bundle_v1, "--out", tmp_path / "map.svg")
+    assert r.returncode == 2
+    assert "--authority-key" in r.stderr
+    other = keygen(tmp_path / "other")
+    refused = run(
+        "authority", "render", bundle_v1, "--authority-key", other.public,
+        "--out", tmp_path / "map.svg",
+    )  # fmt: skip
+    assert refused.returncode == 1
+    ok = run(
+        "authority", "render", bundle_v1, "--authority-key", authority.public,
+        "--out", tmp_path / "map.svg",
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert "bundle version 1" in ok.stdout
+
+
+def test_render_refuses_a_geojson_file_that_sign_would_refuse(tmp_path, now):
+    collection = spec_areas(now)
+    collection["features"][0]["properties"]["level"] = "severe"
+    areas = write_json(tmp_path / "bad.geojson", collection)
+    r = run("authority", "render", areas, "--out", tmp_path / "map.svg")
+    assert r.returncode == 2
+    assert "level" in r.stderr
+    assert not (tmp_path / "map.svg").exists()
