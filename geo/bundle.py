@@ -162,8 +162,8 @@ class RiskIndex:
             return bool(active.any())
         # The exact geodesic test, once per distinct (place, area): stays at the same place
         # share their measurements.
-        _, place = np.unique(lonlat, axis=0, return_inverse=True)
-        place = place.reshape(-1)
+        _, first, place = np.unique(lonlat, axis=0, return_index=True, return_inverse=True)
+        place = place.reshape(-1)  # the place of each stay; first[q]: a stay at place q
         keys = np.unique(place[pi[active]].astype(np.int64) * len(self._geometries) + ai[active])
         if not len(keys):
             return False
@@ -172,9 +172,8 @@ class RiskIndex:
         # hit (fail closed) rather than taking seconds of CPU (docs/limits.md).
         if int(shapely.get_num_coordinates(self._geometries[areas]).sum()) > MAX_CANDIDATE_COORDS:
             return True
-        first = {int(k): i for i, k in reversed(list(enumerate(place.tolist())))}
         for q in np.unique(places).tolist():
-            p = first[q]  # a stay at that place
+            p = int(first[q])
             near = self._geometries[areas[places == q]]
             distances = geodesy.distances_m(float(lats[p]), float(lons[p]), near)
             if bool((distances <= self._tolerance_m).any()):

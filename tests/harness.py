@@ -25,6 +25,7 @@ import pathlib
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -43,6 +44,14 @@ STAYCHECK: list[str] = (
 SERVING = re.compile(r"serving on (\[[^\]]+\]|[\w.-]+):(\d+)")
 # Settings that would reach a spawned server from the caller's environment.
 HERMETIC_PREFIXES = ("STAYCHECK_", "GRPC_", "AUDIT_")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a server that must keep its
+    address across a restart, or a test that needs a port nothing listens on)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class ServerDidNotStart(RuntimeError):
@@ -288,6 +297,7 @@ def spawn(
     start_timeout_s: float = 30.0,
     grace_s: float = 15.0,
     on_start: Callable[[int], None] | None = None,
+    files: ServerFiles | None = None,
 ) -> Iterator[ServeProcess]:
     """Run ``command`` in ``root`` until it prints ``serving on HOST:PORT``; always end it.
 
@@ -336,7 +346,8 @@ def spawn(
         port = int(m.group(2))
         if port == 0:
             raise ServerDidNotStart("with port 0 the server must print the port it got")
-        yield ServeProcess(proc, port, line, root, time.monotonic() - started, lines, stderr_path)
+        started_s = time.monotonic() - started
+        yield ServeProcess(proc, port, line, root, started_s, lines, stderr_path, files)
     finally:
         stop_process(proc, grace_s=grace_s)
         if proc.stdout is not None:
@@ -365,6 +376,6 @@ def serve_process(
     program = list(launcher) if launcher is not None else STAYCHECK
     args = files.serve_args(issuer=issuer, log_level=log_level)
     environment = {"TMPDIR": str(root / "tmp"), **(env or {})}
-    with spawn([*program, *args, *extra_args], root, env=environment, **options) as served:
-        served.files = files
+    command = [*program, *args, *extra_args]
+    with spawn(command, root, env=environment, files=files, **options) as served:
         yield served

@@ -31,7 +31,7 @@ from staycheck.cli.samples import feature, rfc3339, square
 from staycheck.trust.keys import Ed25519Signer
 
 from tests import harness
-from tests.harness import ServerFiles
+from tests.harness import ServerFiles, free_port
 from tests.helpers import spec_bundle
 from tests.integration.partner_helpers import make_pki, tls_server
 
@@ -854,12 +854,6 @@ def test_help(command):
 # --- client errors a person can act on (issue 10) -----------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -884,7 +878,7 @@ def test_an_itinerary_file_mistake_names_the_field_and_the_rule(tmp_path, text, 
     path = tmp_path / "trip.json"
     path.write_text(text)
     # Caught before any connection: the port needs no server.
-    r = run("submit", "--server", f"127.0.0.1:{_free_port()}", "--itinerary", path)
+    r = run("submit", "--server", f"127.0.0.1:{free_port()}", "--itinerary", path)
     assert r.returncode == 2, r.stderr
     assert expected in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -892,7 +886,7 @@ def test_an_itinerary_file_mistake_names_the_field_and_the_rule(tmp_path, text, 
 
 def test_nothing_listening_is_said_at_once(tmp_path, now):
     it = write_itinerary(tmp_path / "ok.json", stay("110100", now - 14 * DAY, now, BJ))
-    port = _free_port()
+    port = free_port()
     r = run("submit", "--server", f"127.0.0.1:{port}", "--itinerary", it, timeout=20)
     assert r.returncode == 1
     assert r.stderr.strip() == f"staycheck: nothing is listening at 127.0.0.1:{port}"

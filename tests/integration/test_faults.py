@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import threading
 import time
 
@@ -18,14 +17,8 @@ from staycheck.client.client import StayCheckClient
 from staycheck.trust.keys import Ed25519Signer
 from staycheck.trust.verdict import decode_token
 
-from tests.harness import STAYCHECK, spawn, write_server_files
+from tests.harness import STAYCHECK, free_port, spawn, write_server_files
 from tests.helpers import DAY, HOUR, TJ_LAT, TJ_LON, itinerary, live_bundle, stay
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _bundle(authority: Ed25519Signer, version: int, now: int) -> bytes:
@@ -36,7 +29,7 @@ def test_kill_9_mid_load_then_restart(tmp_path):
     authority = Ed25519Signer.generate()
     now = int(time.time())
     files = write_server_files(tmp_path, authority=authority, bundle=_bundle(authority, 2, now))
-    port = _free_port()  # the same address after the restart, as a Service would give
+    port = free_port()  # the same address after the restart, as a Service would give
     command = [*STAYCHECK, *files.serve_args(listen=f"127.0.0.1:{port}")]
     risky = itinerary(stay("120100", now - 3 * DAY, now - 3 * DAY + 6 * HOUR, (TJ_LAT, TJ_LON)))
     results: list[str] = []

@@ -12,13 +12,9 @@ import sys
 
 import pytest
 
+from tests.harness import free_port
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _blocks() -> list[str]:
@@ -34,7 +30,7 @@ def test_readme_examples_run_as_written(tmp_path):
     script = "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n" + "\n".join(blocks)
     # Run in a folder of this test's own, on free ports; everything else as written.
     script = script.replace("/tmp/staycheck-example", str(tmp_path / "example"))
-    script = script.replace("50051", str(_free_port())).replace("50052", str(_free_port()))
+    script = script.replace("50051", str(free_port())).replace("50052", str(free_port()))
     env = {
         **os.environ,
         "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -76,9 +72,9 @@ def test_the_partner_flow_stops_at_a_port_already_taken(tmp_path):
             [
                 "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT",
                 first.replace("/tmp/staycheck-example", str(folder)).replace(
-                    "50051", str(_free_port())
+                    "50051", str(free_port())
                 ),
-                partners.replace("50051", port).replace("50052", str(_free_port())),
+                partners.replace("50051", port).replace("50052", str(free_port())),
             ]
         )
         result = subprocess.run(

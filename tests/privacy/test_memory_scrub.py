@@ -32,7 +32,7 @@ def _canaries(seed: int) -> list[float]:
     return [39.5 + rnd.random() * 0.5 for _ in range(REQUESTS)]
 
 
-def _found_after_requests(root: pathlib.Path, *extra_args: str) -> tuple[int, set[float]]:
+def _found_after_requests(root: pathlib.Path, *extra_args: str) -> set[float]:
     authority = Ed25519Signer.generate()
     now = int(time.time())
     bundle = live_bundle(authority, now=now)
@@ -48,16 +48,16 @@ def _found_after_requests(root: pathlib.Path, *extra_args: str) -> tuple[int, se
         environ = pathlib.Path(f"/proc/{srv.pid}/environ").read_bytes().split(b"\0")
         scrubbing = b"PYTHONMALLOC=malloc" in environ
         assert scrubbing == bool(extra_args), "the server runs with the environment asked for"
-        return srv.pid, doubles_in_memory(srv.pid, canaries)
+        return doubles_in_memory(srv.pid, canaries)
 
 
 def test_with_scrubbing_freed_request_buffers_keep_no_itinerary(tmp_path):
-    _, found = _found_after_requests(tmp_path, "--scrub-freed-memory")
+    found = _found_after_requests(tmp_path, "--scrub-freed-memory")
     assert found == set(), f"{len(found)} of {REQUESTS} canary latitudes still in memory"
 
 
 def test_without_scrubbing_freed_buffers_still_hold_itineraries(tmp_path):
     """What remains by default, and what the option is for: if this ever finds nothing, the
     option's description in the README and docs/rules.md must change."""
-    _, found = _found_after_requests(tmp_path)
+    found = _found_after_requests(tmp_path)
     assert len(found) > REQUESTS // 20, len(found)
