@@ -20,7 +20,7 @@ $(VENV)/.venv:
 	touch $@
 
 $(VENV)/.base: pyproject.toml $(PKG_FILES) | $(VENV)/.venv
-	$(PY) -m pip install --quiet $(EDITABLE) -e '.[server]' > $(VENV)/pip.log 2>&1 \
+	$(PY) -m pip install --quiet $(EDITABLE) -e '.[server,qr]' > $(VENV)/pip.log 2>&1 \
 		|| { cat $(VENV)/pip.log; exit 1; }
 	$(PY) -c "import staycheck.server, staycheck.cli.main"
 	touch $@

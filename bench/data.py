@@ -215,6 +215,7 @@ class ItineraryMaker:
         return pb.SubmitItineraryRequest(
             itinerary=self.itinerary(**kwargs),  # type: ignore[arg-type]
             subject_binding=secrets.token_bytes(32),
+            binding_parameters=pb.BindingParameters(memory_kib=65536, iterations=2, lanes=4),
         )
 
 

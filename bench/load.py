@@ -38,7 +38,7 @@ from staycheck.geo.itinerary import DEFAULT_LIMITS
 from staycheck.geo.matching import evaluate
 from staycheck.trust.bundles import open_bundle
 from staycheck.trust.keys import AuthorityKeySet, Ed25519Signer, KeySet, VerdictKeySet
-from staycheck.trust.verifier import verify_token
+from staycheck.trust.verifier import SubjectBinding, verify_token
 from staycheck.v1 import verification_pb2 as pb
 
 from bench import data as bdata
@@ -127,7 +127,10 @@ def _client_loop(
             if verify_every and n % verify_every == 0:
                 try:
                     verdict = verify_token(
-                        resp.token, keys, now=int(time.time()), subject_binding=req.subject_binding
+                        resp.token,
+                        keys,
+                        now=int(time.time()),
+                        identity=SubjectBinding(req.subject_binding),
                     )
                     if int(verdict.status) != resp.status:
                         raise ValueError("token status differs from the response's")

@@ -43,6 +43,7 @@ from staycheck.geo.itinerary import DEFAULT_LIMITS, validate
 from staycheck.geo.matching import evaluate, qualifying
 from staycheck.trust import cose
 from staycheck.trust.base45 import b45encode
+from staycheck.trust.binding import DEFAULT_PARAMETERS
 from staycheck.trust.bundles import open_bundle
 from staycheck.trust.keys import AuthorityKeySet, Ed25519Signer, KeySet
 from staycheck.trust.verdict import TokenSigner, issue_verdict
@@ -106,6 +107,7 @@ def stage_table(bundle: Any, requests: list[pb.SubmitItineraryRequest], now: int
             riskset_version=bundle.version,
             bundle_expires_at=bundle.expires_at,
             binding=msgs[i].subject_binding,
+            binding_params=DEFAULT_PARAMETERS if msgs[i].subject_binding else None,
         )
 
     idx = list(range(len(requests)))

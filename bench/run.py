@@ -57,13 +57,13 @@ from typing import Any
 from grpc_health.v1 import health_pb2
 from staycheck.trust.bundles import open_bundle
 from staycheck.trust.keys import AuthorityKeySet, Ed25519Signer, KeySet, VerdictKeySet
-from staycheck.trust.verifier import verify_token
+from staycheck.trust.verifier import SubjectBinding, verify_token
 from staycheck.v1 import verification_pb2 as pb
 
 from bench import data as bdata
 from bench.drive import LoadResult, call_raw, drive, h2load_path
 from bench.figures import build_figures, print_table
-from bench.inproc import match_and_sign, verify_rates
+from bench.inproc import binding_guesses, match_and_sign, verify_rates
 from bench.procs import ServerProcess, serve, serve_supports, split_cpus
 from bench.stats import fmt_duration, median
 
@@ -143,7 +143,7 @@ def _check_server(
         call_raw(srv.target, SUBMIT, request.SerializeToString())
     )
     verdict = verify_token(
-        response.token, keys, now=int(time.time()), subject_binding=request.subject_binding
+        response.token, keys, now=int(time.time()), identity=SubjectBinding(request.subject_binding)
     )
     if response.status != pb.VERDICT_STATUS_NO_ABNORMALITY or int(verdict.status) != 1:
         raise RuntimeError("the benchmark itinerary should get NO_ABNORMALITY")
@@ -583,6 +583,9 @@ def main(argv: list[str] | None = None) -> int:
         vrates = verify_rates(now=now, rounds=s.inproc_rounds, seconds=s.inproc_seconds)
         res["verify"] = {k: asdict(v) for k, v in vrates.items()}
         print("  offline verification done", flush=True)
+        grates = binding_guesses(rounds=s.inproc_rounds, seconds=max(s.inproc_seconds, 0.5))
+        res["binding_guesses"] = grates
+        print("  binding guesses done", flush=True)
         res["bundle_load"] = bundle_load(root, authority, now, max(s.areas))
         print("  bundle load done", flush=True)
     figs = build_figures(res, concurrency=s.concurrency)

@@ -26,6 +26,9 @@ EXTRA_OF_PACKAGE = {
     "shapely": "server",
     "numpy": "server",
     "prometheus_client": "server",
+    "segno": "qr",
+    "zxingcpp": "qr",
+    "PIL": "qr",
 }
 
 

@@ -1,9 +1,10 @@
 """``staycheck demo``: the whole product path on embedded sample data, in one process.
 
 An authority key signs a bundle of sample risk areas; a real gRPC server on a free loopback
-port loads it; a clean and a risky itinerary are submitted; both verdicts are verified
-offline against the server's published keys and the traveller's binding; a tampered token
-is refused. Everything lives in a temporary folder removed at the end.
+port loads it; a clean and a risky itinerary are submitted; both presentations are written
+as QR images, scanned back and verified offline against the server's published keys, with
+the identity checked against the binding; a tampered token is refused. Everything lives
+in a temporary folder removed at the end.
 """
 
 from __future__ import annotations
@@ -11,23 +12,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import sys
 import tempfile
 import time
 
 import cbor2
 from staycheck.cli import samples
 from staycheck.client.client import StayCheckClient
+from staycheck.client.qr import draw_qr, read_qr, write_qr
 from staycheck.geo.authoring import build_bundle
 from staycheck.geo.bundle import Policy
 from staycheck.geo.errors import SignedDataError
 from staycheck.geo.itinerary import Status
 from staycheck.trust import cose
 from staycheck.trust.base45 import b45encode
-from staycheck.trust.binding import compute_binding, new_salt
 from staycheck.trust.bundles import sign_bundle
 from staycheck.trust.keys import Ed25519Signer
+from staycheck.trust.presentation import read_presentation
 from staycheck.trust.verdict import TOKEN_PREFIX, decode_token
-from staycheck.trust.verifier import reason, verify_token
+from staycheck.trust.verifier import NO_BINDING_CHECK, SubjectId, reason, verify_token
 
 DEMO_ID = "11010519491231002X"  # a made-up resident ID number; it never leaves the client
 
@@ -106,33 +109,37 @@ def run_demo() -> int:
                 for n, (title, stays) in enumerate(cases, start=3):
                     _say(f"{n}. A traveller submits: {title}")
                     itinerary = json_format.Parse(json.dumps({"stays": stays}), pb.Itinerary())
-                    salt = new_salt()
-                    response = client.submit(
-                        itinerary, subject_binding=compute_binding(DEMO_ID, salt)
-                    )
-                    status = Status(response.status)
+                    submitted = client.submit_for(itinerary, subject_id=DEMO_ID)
+                    status = Status(submitted.response.status)
+                    qr = submitted.qr()
                     _say(
-                        f"   verdict: {status.name} ({status.label_zh}), "
-                        f"token {len(response.token)} chars"
+                        f"   verdict: {status.name} ({status.label_zh}); presentation "
+                        f"{len(submitted.presentation)} chars, QR version {qr.version}-{qr.error}"
                     )
-                    _say(f"   {response.token[:60]}...")
+                    image = root / f"verdict-{n}.png"
+                    write_qr(submitted.presentation, image)
+                    if n == 3:
+                        draw_qr(submitted.presentation, sys.stdout)
+                    # The hotel scans the QR and checks the ID card of the person showing it.
+                    scanned = read_presentation(read_qr(image))
                     verdict = verify_token(
-                        response.token,
+                        scanned.token,
                         keys,
                         now=int(time.time()),
-                        subject_binding=compute_binding(DEMO_ID, salt),
+                        identity=SubjectId(DEMO_ID, scanned.salt),
                     )
                     _say(
-                        f"   verified offline by a hotel: {verdict.status.label_zh}, issuer "
-                        f"{verdict.issuer}, bound to the bearer, bundle v{verdict.riskset_version}"
+                        f"   the hotel scans the QR and verifies offline: "
+                        f"{verdict.status.label_zh}, issuer {verdict.issuer}, "
+                        f"binding: checked, bundle v{verdict.riskset_version}"
                     )
-                    tokens.append(response.token)
+                    tokens.append(submitted.response.token)
 
                 _say("5. Someone alters a review-required token to look clean")
                 forged = _relabel_as_clean(tokens[1])
                 _say("   (status claim rewritten to NO_ABNORMALITY, signature kept)")
                 try:
-                    verify_token(forged, keys, now=int(time.time()))
+                    verify_token(forged, keys, now=int(time.time()), identity=NO_BINDING_CHECK)
                 except SignedDataError as e:
                     _say(f"   rejected: {reason(e)} ({e})")
                 else:

@@ -14,7 +14,6 @@ from typing import Any
 from staycheck.cli.calls import reachable, rpc_failed
 from staycheck.cli.common import (
     EXIT_OK,
-    EXIT_REFUSED,
     fail,
     print_json,
     read,
@@ -40,23 +39,53 @@ def _partner_client(args: argparse.Namespace) -> Any:
 
 
 def cmd_verify_online(args: argparse.Namespace) -> int:
+    """The online check: the server verifies the token; the binding, when checked, is
+    derived here (the ID number never leaves this process) with the salt the presentation
+    carries and the parameters the token names, and the server compares it."""
     import grpc
+    from staycheck.cli.verifier import HOW_TO_CHECK, refused
+    from staycheck.geo.errors import SignedDataError
     from staycheck.geo.itinerary import Status
+    from staycheck.trust.binding import compute_binding
+    from staycheck.trust.presentation import read_presentation
+    from staycheck.trust.verifier import reason
 
-    token = sys.stdin.read().strip() if args.token == "-" else args.token  # noqa: S105
+    text = sys.stdin.read().strip() if args.presentation == "-" else args.presentation
+    try:
+        presentation = read_presentation(text)
+        claims = presentation.verdict()  # not verified: only to learn the binding's inputs
+    except SignedDataError as e:
+        return refused(f"{reason(e)}: {e}")
+    if args.subject_id is not None and args.no_binding_check:
+        fail("verify-online: --subject-id and --no-binding-check exclude each other")
+    binding = b""
+    if args.subject_id is not None:
+        if claims.binding_params is None:
+            return refused("binding mismatch: token: not bound to anyone")
+        try:
+            binding = compute_binding(args.subject_id, presentation.salt, claims.binding_params)
+        except ValueError as e:
+            fail(f"verify-online: --subject-id: {e}")
+    elif claims.binding and not args.no_binding_check:
+        return refused(f"identity not checked: {HOW_TO_CHECK}")
     with _partner_client(args) as c:
         try:
-            r = c.verify_verdict(token, min_riskset_version=args.min_riskset_version or 0)
+            r = c.verify_verdict(
+                presentation.token_text,
+                subject_binding=binding,
+                min_riskset_version=args.min_riskset_version or 0,
+            )
         except grpc.RpcError as e:
             rpc_failed(e)
     if not r.valid:
-        print(f"refused: {r.reason}", file=sys.stderr)
-        return EXIT_REFUSED
+        return refused(r.reason)
     status = Status(r.status)
+    checked = "checked" if binding else "not checked" if claims.binding else "none"
     print_json(
         {
             "status": status.name,
             "label": status.label_zh,
+            "binding": checked,
             "issuer": r.issuer,
             "issued_at": rfc3339(r.issued_at.seconds),
             "expires_at": rfc3339(r.expires_at.seconds),
@@ -160,8 +189,22 @@ def _partner_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("verify-online", help="partners: verify a token through the server")
-    p.add_argument("token", metavar="TOKEN", help="SC1:... or - to read stdin")
+    p = sub.add_parser(
+        "verify-online",
+        help="partners: verify a presentation through the server",
+        description="Verify a presentation (or a bare token) through the issuer's partner "
+        "listener. A verdict bound to a person needs --subject-id (the binding is derived "
+        "here, never the ID sent) or --no-binding-check.",
+    )
+    p.add_argument(
+        "presentation", metavar="PRESENTATION", help="SCP1:... or SC1:..., or - to read stdin"
+    )
+    p.add_argument("--subject-id", metavar="ID", help="check the binding against this ID")
+    p.add_argument(
+        "--no-binding-check",
+        action="store_true",
+        help="accept a bound verdict without checking who shows it",
+    )
     _partner_flags(p)
     p.add_argument("--min-riskset-version", type=int, metavar="N")
     p.set_defaults(func=cmd_verify_online, extra="client")

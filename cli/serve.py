@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import re
 from typing import Any
 
 from staycheck.cli.common import (
@@ -15,13 +16,18 @@ from staycheck.cli.common import (
     now,
     print_json,
     read,
+    rfc3339,
 )
 
 SERVE_FLAGS = (
     "listen", "bundle", "authority_key", "state_dir", "issuer", "tls_cert", "tls_key",
     "insecure", "partner_listen", "partner_ca", "partners", "trust_store", "metrics_listen",
     "access_log", "log_level", "log_format", "workers", "scrub_freed_memory",
+    "key_refresh_interval_s", "key_publish_ahead_s",
 )  # fmt: skip
+DEFAULT_PUBLISH_AHEAD = "24h"  # staycheck.server.keystore.DEFAULT_PUBLISH_AHEAD_S
+_DURATION = re.compile(r"(\d+)([smhd]?)")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _server_config(args: argparse.Namespace, config_file: str | None) -> Any:
@@ -67,14 +73,50 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def duration_s(text: str) -> int:
+    """Seconds from ``90``, ``90s``, ``45m``, ``24h`` or ``2d`` (an argparse type)."""
+    m = _DURATION.fullmatch(text.strip())
+    if m is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: give seconds or a number with s, m, h or d")
+    return int(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def _hours(seconds: int) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds % 3600 else f"{seconds // 3600} h"
+
+
 def cmd_rotate(args: argparse.Namespace) -> int:
-    from staycheck.server.keystore import ROTATION_GRACE_S, VerdictKeyStore
+    from staycheck.server.keystore import VerdictKeyStore, bucket_ceil
 
     store = VerdictKeyStore(pathlib.Path(args.state_dir), issuer="")
-    kid = store.rotate(now=now())
+    t = now()
+    if args.now:
+        r = store.rotate(now=t, emergency=True)
+        print(
+            f"emergency rotation: revoked verdict key(s) {', '.join(r.revoked) or '(none)'}; "
+            f"new key {r.kid} signs from now on (servers on this state dir switch within "
+            "seconds). Every verifier must fetch the key set again now: until it does, it "
+            "still accepts what the revoked keys sign, and it refuses the new key's verdicts. "
+            f"Next key {r.pending_kid} is published for the next rotation."
+        )
+        return EXIT_OK
+    r = store.rotate(now=t, publish_ahead_s=args.publish_ahead)
+    later = (
+        " (not earlier: verifiers hold this key with that start already)"
+        if r.signs_from > bucket_ceil(t + args.publish_ahead)
+        else ""
+    )
+    replaced = (
+        f" From then on key {r.replaces} signs no more; it stays published until its "
+        "verdicts have expired."
+        if r.replaces is not None
+        else ""
+    )
     print(
-        f"new verdict key {kid} signs from now on; the old key stops signing within "
-        f"{ROTATION_GRACE_S} s and stays published until its verdicts have expired"
+        f"verdict key {r.kid} is in the published key set now and starts signing at "
+        f"{rfc3339(r.signs_from)}, in {_hours(max(r.signs_from - t, 0))}{later}.{replaced} "
+        f"Verifiers that fetch the key set again before {rfc3339(r.signs_from)} need nothing "
+        f"else. Next key {r.pending_kid} is published now for the next rotation."
     )
     return EXIT_OK
 
@@ -117,6 +159,19 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         metavar="N",
         help="processes sharing the port (default 1; 0: one per core)",
     )
+    p.add_argument(
+        "--key-refresh-interval-s",
+        type=int,
+        metavar="SECONDS",
+        help="how often verifiers should fetch the key set again, published in it (default "
+        "21600, 6 h); must be shorter than --key-publish-ahead-s",
+    )
+    p.add_argument(
+        "--key-publish-ahead-s",
+        type=int,
+        metavar="SECONDS",
+        help="how long a new verdict key is published before it signs (default 86400, 24 h)",
+    )
     p.set_defaults(func=cmd_serve, extra="server")
 
     p = sub.add_parser("config", help="server configuration tools")
@@ -130,6 +185,34 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def add_rotate_parser(ksub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``keys rotate``, under the traveller's ``keys`` command."""
-    r = ksub.add_parser("rotate", help="make a new verdict key; running servers pick it up")
+    r = ksub.add_parser(
+        "rotate",
+        help="schedule the next verdict key (published ahead); --now: emergency rotation",
+        description="Schedule the next verdict key. The pending key, published in the key set "
+        "since the last rotation (or first start), starts signing after the publish-ahead "
+        "period, rounded up to 5 minutes; the key signing now stops then, and a fresh "
+        "pending key is published for the next rotation. Verifiers that fetch the key set "
+        "at least once within the publish-ahead period never meet an unknown key. Running "
+        "servers on this state dir pick the change up within seconds and switch at the "
+        "scheduled time. With --now (a compromised key), every key still published is "
+        "revoked and a brand-new key signs at once; every verifier must fetch the key set "
+        "again.",
+    )
     r.add_argument("--state-dir", required=True, metavar="DIR")
+    when = r.add_mutually_exclusive_group()
+    when.add_argument(
+        "--publish-ahead",
+        type=duration_s,
+        default=DEFAULT_PUBLISH_AHEAD,
+        metavar="DURATION",
+        help="how long the new key is published before it signs: seconds, or a number with "
+        f"s, m, h or d (default {DEFAULT_PUBLISH_AHEAD}); longer than the verifiers' refresh "
+        "interval (the servers' key_refresh_interval_s, default 6 h)",
+    )
+    when.add_argument(
+        "--now",
+        action="store_true",
+        help="emergency: revoke every published key (marked revoked in the key set) and sign "
+        "with a new key at once; every verifier must fetch the key set again",
+    )
     r.set_defaults(func=cmd_rotate, extra="server")

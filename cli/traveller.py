@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import re
+import sys
 from typing import Any
 
 from staycheck.cli.calls import reachable, rpc_failed
 from staycheck.cli.common import (
     EXIT_OK,
+    check_writable,
     fail,
     print_json,
     read,
@@ -102,37 +105,53 @@ def _check_stay(where: str, stay: Any) -> None:
 def cmd_submit(args: argparse.Namespace) -> int:
     import grpc
     from staycheck.geo.itinerary import Status
-    from staycheck.trust.binding import compute_binding, new_salt
 
     try:
         itinerary = load_itinerary(read(args.itinerary, "itinerary"))
     except ValueError as e:
         fail(f"submit: {e}")
-    salt = binding = b""
-    if args.subject_id is not None:
-        salt = new_salt()
-        try:
-            binding = compute_binding(args.subject_id, salt)
-        except ValueError as e:
-            fail(f"submit: --subject-id: {e}")
+    if args.qr not in (None, "-"):
+        _check_qr_target(args.qr)
     with _client(args.server, args.ca) as c:
         try:
-            response = c.submit(itinerary, subject_binding=binding)
+            submitted = c.submit_for(itinerary, subject_id=args.subject_id)
+        except ValueError as e:  # an empty identity number
+            fail(f"submit: --subject-id: {e}")
         except grpc.RpcError as e:
             rpc_failed(e)
+    response = submitted.response
     status = Status(response.status)
     out = {
         "status": status.name,
         "label": status.label_zh,
+        "presentation": submitted.presentation,
         "token": response.token,
         "issued_at": rfc3339(response.issued_at.seconds),
         "expires_at": rfc3339(response.expires_at.seconds),
         "riskset_version": response.riskset_version,
     }
-    if salt:
-        out["salt"] = salt.hex()
+    if submitted.salt:
+        out["salt"] = submitted.salt.hex()
+    if args.qr == "-":
+        from staycheck.client.qr import draw_qr
+
+        draw_qr(submitted.presentation, sys.stdout)
+        print(f"{status.label_zh} {status.name}")
+        return EXIT_OK
+    if args.qr is not None:
+        from staycheck.client.qr import write_qr
+
+        write_qr(submitted.presentation, pathlib.Path(args.qr))
     print_json(out)
     return EXIT_OK
+
+
+def _check_qr_target(path: str) -> None:
+    from staycheck.client.qr import IMAGE_SUFFIXES
+
+    if pathlib.Path(path).suffix.lower() not in IMAGE_SUFFIXES:
+        fail(f"submit: --qr {path}: the image must be a .png or .svg file, or - for the terminal")
+    check_writable(pathlib.Path(path))
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -158,7 +177,14 @@ def add_parsers(
     p.add_argument("--server", required=True, metavar="HOST:PORT", type=server_address)
     p.add_argument("--itinerary", required=True, metavar="FILE.json")
     p.add_argument(
-        "--subject-id", metavar="ID", help="bind the verdict to this ID (hashed here, never sent)"
+        "--subject-id",
+        metavar="ID",
+        help="bind the verdict to this ID number (derived here with Argon2id; never sent)",
+    )
+    p.add_argument(
+        "--qr",
+        metavar="FILE.png|FILE.svg|-",
+        help="also write the presentation as a QR image, or draw it on the terminal (-)",
     )
     p.add_argument("--ca", metavar="PEM", help="use TLS, trusting this CA")
     p.set_defaults(func=cmd_submit, extra="client")

@@ -10,11 +10,19 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
+from staycheck.trust.binding import (
+    DEFAULT_PARAMETERS,
+    BindingParameters,
+    compute_binding,
+    new_salt,
+)
 from staycheck.trust.keys import KeySet, VerdictKeySet
+from staycheck.trust.presentation import present
 from staycheck.v1 import partner_pb2 as ppb
 from staycheck.v1 import partner_pb2_grpc as ppb_grpc
 from staycheck.v1 import verification_pb2 as pb
@@ -35,6 +43,33 @@ _RETRY_POLICY = {
         }
     ]
 }
+
+
+def binding_parameters_message(params: BindingParameters) -> pb.BindingParameters:
+    return pb.BindingParameters(
+        memory_kib=params.memory_kib, iterations=params.iterations, lanes=params.lanes
+    )
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A verdict as the traveller keeps it: the server's response and the presentation
+    (token and, when bound, the salt) to show at the door."""
+
+    response: pb.SubmitItineraryResponse
+    presentation: str
+    salt: bytes = b""
+
+    def __repr__(self) -> str:
+        chars = len(self.presentation)
+        return f"Submitted(status={self.response.status}, presentation=<{chars} chars>)"
+
+    def qr(self) -> Any:
+        """The presentation as a ``segno.QRCode`` (needs ``staycheck[qr]``): ``.save(path)``
+        writes PNG or SVG by the file name, ``.terminal()`` draws it on a terminal."""
+        from staycheck.client.qr import qr_code
+
+        return qr_code(self.presentation)
 
 
 class StayCheckClient:
@@ -61,13 +96,43 @@ class StayCheckClient:
         return self._channel
 
     def submit(
-        self, itinerary: pb.Itinerary, *, subject_binding: bytes = b""
+        self,
+        itinerary: pb.Itinerary,
+        *,
+        subject_binding: bytes = b"",
+        binding_params: BindingParameters | None = None,
     ) -> pb.SubmitItineraryResponse:
+        """The raw call: a binding the caller derived, with the parameters it used (by
+        default those :func:`staycheck.trust.binding.compute_binding` uses by default)."""
         request = pb.SubmitItineraryRequest(itinerary=itinerary, subject_binding=subject_binding)
+        if subject_binding:
+            params = binding_params or DEFAULT_PARAMETERS
+            request.binding_parameters.CopyFrom(binding_parameters_message(params))
         response: pb.SubmitItineraryResponse = self._stub.SubmitItinerary(
             request, timeout=self._timeout_s
         )
         return response
+
+    def submit_for(
+        self,
+        itinerary: pb.Itinerary,
+        *,
+        subject_id: str | None,
+        binding_params: BindingParameters = DEFAULT_PARAMETERS,
+    ) -> Submitted:
+        """Submit and return the presentation. With ``subject_id`` (an identity document
+        number, which never leaves this process) the verdict is bound to it under a fresh
+        salt; ``None`` asks for an unbound verdict."""
+        salt = binding = b""
+        if subject_id is not None:
+            salt = new_salt()
+            binding = compute_binding(subject_id, salt, binding_params)
+        response = self.submit(
+            itinerary,
+            subject_binding=binding,
+            binding_params=binding_params if binding else None,
+        )
+        return Submitted(response, present(response.token, salt), salt)
 
     def verdict_keys_json(self) -> str:
         response = self._stub.GetVerdictKeys(pb.GetVerdictKeysRequest(), timeout=self._timeout_s)
@@ -170,16 +235,22 @@ class PartnerClient:
         *,
         chunk: int = 64,
         timeout_s: float | None = None,
+        binding_params: BindingParameters = DEFAULT_PARAMETERS,
     ) -> Iterator[ppb.ItineraryResult]:
         """One result per itinerary, in order (``index`` says which); streamed lazily,
-        ``chunk`` itineraries a message."""
+        ``chunk`` itineraries a message. An ``(itinerary, binding)`` pair carries a binding
+        derived with ``binding_params``."""
+        params = binding_parameters_message(binding_params)
 
         def requests() -> Iterator[ppb.SubmitItinerariesRequest]:
             for part in _batched(itineraries, chunk):
                 items = []
                 for item in part:
                     itinerary, binding = item if isinstance(item, tuple) else (item, b"")
-                    items.append(ppb.ItineraryItem(itinerary=itinerary, subject_binding=binding))
+                    message = ppb.ItineraryItem(itinerary=itinerary, subject_binding=binding)
+                    if binding:
+                        message.binding_parameters.CopyFrom(params)
+                    items.append(message)
                 yield ppb.SubmitItinerariesRequest(items=items)
 
         for response in self._stub.SubmitItineraries(requests(), timeout=timeout_s):

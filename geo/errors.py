@@ -46,6 +46,11 @@ class UnknownKeyError(SignedDataError):
     """The key id names no trusted key."""
 
 
+class RevokedKeyError(UnknownKeyError):
+    """The key id names a key its issuer has revoked (published with ``"revoked": true``):
+    nothing it signed is accepted, whatever the signing time."""
+
+
 class ExpiredError(SignedDataError):
     """The signed data is past its expiry (or not yet valid)."""
 

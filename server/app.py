@@ -77,8 +77,10 @@ class StayCheckServer:
             if config.trust_store_path is not None
             else TrustStore([])
         )
-        self.keys = VerdictKeyStore(config.state_dir, issuer=config.issuer)
-        self.keys.load_or_create(now=clock())
+        self.keys = VerdictKeyStore(
+            config.state_dir, issuer=config.issuer, refresh_interval_s=config.key_refresh_interval_s
+        )
+        self.keys.load_or_create(now=clock(), publish_ahead_s=config.key_publish_ahead_s)
         self._trust = self._build_trust()
         self.health = health.HealthServicer()
         self.bundles = BundleManager(
@@ -143,7 +145,8 @@ class StayCheckServer:
             values["staycheck_bundle_issued_timestamp_seconds"] = float(bundle.issued_at)
             values["staycheck_bundle_expiry_timestamp_seconds"] = float(bundle.expires_at)
             values["staycheck_bundle_age_seconds"] = float(now - bundle.issued_at)
-        values["staycheck_verdict_key_age_seconds"] = float(now - self.keys.active_not_before)
+        signing = self.keys.signing_key(now=now)
+        values["staycheck_verdict_key_age_seconds"] = float(now - signing.not_before)
         return values
 
     def _build_trust(self) -> TrustStore:
@@ -187,7 +190,8 @@ class StayCheckServer:
         return result
 
     def reload_keys(self) -> bool:
-        """Pick up a key rotation made by ``staycheck keys rotate``; True if keys changed."""
+        """Pick up a key rotation made by ``staycheck keys rotate``; True if keys changed.
+        (A scheduled switch needs no reload: the core checks the time on every call.)"""
         try:
             changed = self.keys.reload_if_changed()
         except Error as e:
@@ -196,7 +200,11 @@ class StayCheckServer:
         if changed:
             self.core.refresh_signer()
             self._trust = self._build_trust()
-            log.info("verdict keys reloaded: active key %s", self.keys.active_kid)
+            log.info(
+                "verdict keys reloaded: signing key %s, pending key %s",
+                self.core.signing_kid,
+                self.keys.pending_kid,
+            )
         return changed
 
     def _watch(self) -> None:

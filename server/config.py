@@ -17,7 +17,11 @@ from typing import Any
 
 from staycheck.geo.errors import ConfigurationError
 from staycheck.geo.itinerary import ItineraryLimits
-from staycheck.server.keystore import ROTATION_GRACE_S
+from staycheck.server.keystore import (
+    DEFAULT_PUBLISH_AHEAD_S,
+    DEFAULT_REFRESH_INTERVAL_S,
+    ROTATION_GRACE_S,
+)
 from staycheck.trust.bundles import DEFAULT_MAX_BUNDLE_SIZE
 from staycheck.trust.verdict import MAX_TTL_S
 
@@ -38,6 +42,13 @@ class ServerConfig:
     """Province code of this issuer, e.g. ``110000`` (Beijing)."""
     verdict_ttl_s: int = MAX_TTL_S
     """Verdict lifetime, seconds (at most 24 h; never past the bundle's expiry)."""
+    key_refresh_interval_s: int = DEFAULT_REFRESH_INTERVAL_S
+    """How often verifiers should fetch the key set again, seconds: published in it as
+    ``refresh_interval_s``. Must be shorter than ``key_publish_ahead_s``."""
+    key_publish_ahead_s: int = DEFAULT_PUBLISH_AHEAD_S
+    """How long a new verdict key is published before it signs, seconds: the pending key
+    made on first start is scheduled no earlier than this (``keys rotate --publish-ahead``
+    sets it for each rotation; give both the same value)."""
     max_message_bytes: int = 256 * 1024
     """Largest request accepted, bytes; larger ones get RESOURCE_EXHAUSTED."""
     partner_max_message_bytes: int = 4 * 1024 * 1024
@@ -107,6 +118,13 @@ class ServerConfig:
             raise ConfigurationError("issuer: must be a six-digit province code such as 110000")
         if not 0 < self.verdict_ttl_s <= MAX_TTL_S:
             raise ConfigurationError("verdict_ttl_s: must be within 1 s and 24 h")
+        if self.key_refresh_interval_s <= 0 or self.key_publish_ahead_s <= 0:
+            raise ConfigurationError("key_refresh_interval_s, key_publish_ahead_s: must be above 0")
+        if self.key_refresh_interval_s >= self.key_publish_ahead_s:
+            raise ConfigurationError(
+                "key_refresh_interval_s: must be shorter than key_publish_ahead_s (a verifier "
+                "refreshing its key set only that often could meet a new key it does not hold)"
+            )
         if ":" not in self.listen:
             raise ConfigurationError("listen: must be HOST:PORT")
         if (self.tls_cert_path is None) != (self.tls_key_path is None):
@@ -185,6 +203,8 @@ KEYS: dict[str, tuple[str, type]] = {
     "log_format": ("log_format", str),
     "workers": ("workers", int),
     "verdict_ttl_s": ("verdict_ttl_s", int),
+    "key_refresh_interval_s": ("key_refresh_interval_s", int),
+    "key_publish_ahead_s": ("key_publish_ahead_s", int),
     "max_message_bytes": ("max_message_bytes", int),
     "partner_max_message_bytes": ("partner_max_message_bytes", int),
     "partner_max_items_per_message": ("partner_max_items_per_message", int),

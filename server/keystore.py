@@ -3,38 +3,78 @@
 Layout of ``STATE_DIR``::
 
     verdict-keys/<kid hex>.pem   PKCS#8 private keys, mode 0600
-    verdict-keys.json            {"active": kid, "keys": [{"kid", "not_before", "not_after"}]}
+    verdict-keys.json            {"format": 2, "pending": kid or null,
+                                  "keys": [{"kid", "not_before", "not_after", "revoked"}]}
 
-On first start a key is generated and recorded; afterwards the same key is loaded. A key's
-``not_before`` is its creation time rounded down to the verdict ``iat`` bucket, so the first
-verdict it signs is inside its window. :meth:`VerdictKeyStore.rotate` (``staycheck keys
-rotate``) adds a new active key and ends the old key's window ``ROTATION_GRACE_S`` later
-(the time running servers take to notice); the published JWKS keeps every key whose
-verdicts may still be valid, so the old key drops out 24 h after its window ends. A running
-server notices the changed index file and signs with the new key from then on.
-Signing goes through ``staycheck.trust.keys.Signer``; an HSM backend would
-replace :class:`Ed25519Signer` here and nowhere else.
+A new key is published before it signs. On first start two keys are made: the one that
+signs (``not_before`` is the start time rounded down to the verdict ``iat`` bucket, so its
+first verdict is inside its window) and a *pending* next key, published in the key set at
+once with a ``not_before`` in the future, that signs nothing until a rotation schedules it.
+
+- :meth:`VerdictKeyStore.rotate` (``staycheck keys rotate``) schedules the pending key to
+  start signing a publish-ahead period later (default 24 h), rounded up to the ``iat``
+  bucket, and never before the ``not_before`` it was published with; the key signing now
+  gets a ``not_after`` ``ROTATION_GRACE_S`` past that switch (pods whose clocks differ a
+  little); a fresh pending key is made and published. A verifier that fetched the key set
+  since the previous rotation (or first start) already holds the next key, and one that
+  fetches it at least once within the publish-ahead period does too.
+- ``rotate(emergency=True)`` (``keys rotate --now``) is for a compromised key. The state dir
+  itself may be what leaked, so every key in it that is still published (whose verdicts
+  could still be accepted) is marked revoked, the pending one too; a brand-new key signs at
+  once and a fresh pending key is made. Revoked keys stay published, ``"revoked": true``,
+  until their verdicts would have expired anyway; verifiers that fetch the key set again
+  refuse everything they signed.
+
+The key that signs at ``now`` is the newest key (largest ``not_before``) that is neither
+revoked nor pending and whose ``not_before`` is at most ``now``: the switch happens at the
+scheduled time in every process that reads this state dir, without a file change.
+:meth:`VerdictKeyStore.signing_key` says until when its answer holds, so the service checks
+one number per call. The published JWKS keeps every key whose verdicts may still be valid,
+so a retired key drops out 24 h (plus the verifiers' clock skew) after its window ends.
+
+The first index layout (``{"active": kid, "keys": [...]}``, no pending key) still loads and
+is not rewritten on load; the next rotation writes the current layout. Reads no clock: the
+callers pass ``now``. Signing goes through ``staycheck.trust.keys.Signer``; an HSM backend
+would replace :class:`Ed25519Signer` here and nowhere else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from staycheck.client.files import atomic_write, ensure_private_dir
 from staycheck.geo.errors import ConfigurationError
-from staycheck.trust.keys import Ed25519Signer, KeySet, PublicKey, VerdictKeySet
+from staycheck.trust.keys import Ed25519Signer, KeySet, VerdictKeySet
 from staycheck.trust.verdict import IAT_BUCKET_S, MAX_TTL_S, TokenSigner
 from staycheck.trust.verifier import DEFAULT_SKEW_S
 
 KEYS_DIR = "verdict-keys"
 INDEX_FILE = "verdict-keys.json"
+INDEX_FORMAT = 2
 ROTATION_GRACE_S = 60
-"""After a rotation the old key may still sign this long (servers pick the change up)."""
+"""A replaced key's window ends this long after the switch (pods whose clocks differ)."""
+DEFAULT_PUBLISH_AHEAD_S = 24 * 3600
+"""How long a new key is published before it signs, seconds."""
+DEFAULT_REFRESH_INTERVAL_S = 6 * 3600
+"""How often verifiers are told to fetch the key set again, seconds."""
 PUBLISH_MARGIN_S = DEFAULT_SKEW_S
 """A retired key stays published this long past its last verdict's expiry: the verifiers'
 clock skew, during which they still accept that verdict."""
+
+
+def bucket_floor(t: int) -> int:
+    """``t`` rounded down to the verdict ``iat`` bucket (what ``iat`` itself is)."""
+    return t - t % IAT_BUCKET_S
+
+
+def bucket_ceil(t: int) -> int:
+    """``t`` rounded up to the verdict ``iat`` bucket."""
+    return -(-t // IAT_BUCKET_S) * IAT_BUCKET_S
 
 
 @dataclass(frozen=True)
@@ -42,72 +82,234 @@ class KeyRecord:
     kid: str
     not_before: int
     not_after: int | None = None
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """The key that signs at some ``now``, and the times between which that answer holds:
+    ``valid_from <= now < valid_until`` (None: unbounded on that side)."""
+
+    kid: str
+    signer: TokenSigner
+    not_before: int
+    valid_from: int | None
+    valid_until: int | None
+    generation: int
+    """Counts the loads of the store: an answer from an older load is out of date."""
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What :meth:`VerdictKeyStore.rotate` did."""
+
+    kid: str
+    """The key that signs next."""
+    signs_from: int
+    """When it starts signing, Unix seconds (a multiple of the ``iat`` bucket)."""
+    replaces: str | None
+    """The key whose window now ends at ``signs_from`` + the grace (None in an emergency)."""
+    pending_kid: str
+    """The fresh pending key, published now for the rotation after this one."""
+    revoked: tuple[str, ...] = ()
+    """Emergency only: the keys marked revoked."""
+
+
+@dataclass(frozen=True)
+class _State:
+    """Everything loaded, replaced as one object (the watcher reloads while calls sign)."""
+
+    records: tuple[KeyRecord, ...]
+    pending: str | None
+    signers: Mapping[str, Ed25519Signer]
+    generation: int
+
+
+_EMPTY = _State((), None, {}, 0)
+_RECORD_MEMBERS = frozenset({"kid", "not_before", "not_after", "revoked"})
+
+
+def _record(obj: Any) -> KeyRecord:
+    """One index entry, strictly: a bool is no time, unknown members are refused."""
+    if not isinstance(obj, dict) or not {"kid", "not_before"} <= set(obj) <= _RECORD_MEMBERS:
+        raise TypeError("not a key record")
+    kid, not_before = obj["kid"], obj["not_before"]
+    not_after, revoked = obj.get("not_after"), obj.get("revoked", False)
+    if not isinstance(kid, str) or type(not_before) is not int:
+        raise TypeError("not a key record")
+    if (not_after is not None and type(not_after) is not int) or type(revoked) is not bool:
+        raise TypeError("not a key record")
+    return KeyRecord(kid, not_before, not_after, revoked)
+
+
+def _signing_candidates(state: _State) -> list[KeyRecord]:
+    """Keys that may sign, by ``not_before`` (ties: later in the index is newer)."""
+    keys = [r for r in state.records if not r.revoked and r.kid != state.pending]
+    return sorted(keys, key=lambda r: r.not_before)
 
 
 class VerdictKeyStore:
-    """Loads (or on first start creates) the verdict keys of one issuer."""
+    """Loads (or on first start creates) the verdict keys of one issuer.
 
-    def __init__(self, state_dir: pathlib.Path, *, issuer: str) -> None:
+    ``refresh_interval_s`` goes into the published key set (``refresh_interval_s``)."""
+
+    def __init__(
+        self,
+        state_dir: pathlib.Path,
+        *,
+        issuer: str,
+        refresh_interval_s: int | None = None,
+    ) -> None:
         self._dir = state_dir
         self._issuer = issuer
-        self._signers: dict[str, Ed25519Signer] = {}
-        self._records: list[KeyRecord] = []
-        self._active = ""
+        self._refresh_interval_s = refresh_interval_s
+        self._state = _EMPTY
         self._index_stat: tuple[int, int, int] | None = None
 
     @property
     def index_path(self) -> pathlib.Path:
         return self._dir / INDEX_FILE
 
-    def load_or_create(self, *, now: int) -> None:
-        """Load the keys, or make the first one; a state dir that cannot be written (full,
-        read-only, not ours) is a :class:`ConfigurationError` naming it, not a traceback."""
+    @property
+    def records(self) -> tuple[KeyRecord, ...]:
+        return self._state.records
+
+    @property
+    def pending_kid(self) -> str | None:
+        """The pending next key (published, signing nothing, not yet scheduled), if any."""
+        return self._state.pending
+
+    def record(self, kid: str) -> KeyRecord:
+        for r in self._state.records:
+            if r.kid == kid:
+                return r
+        raise KeyError(kid)
+
+    def load_or_create(self, *, now: int, publish_ahead_s: int = DEFAULT_PUBLISH_AHEAD_S) -> None:
+        """Load the keys, or make the first ones: the signing key and the pending next key,
+        whose ``not_before`` is ``now + publish_ahead_s`` rounded up to the bucket. A state
+        dir that cannot be written (full, read-only, not ours) is a
+        :class:`ConfigurationError` naming it, not a traceback."""
         try:
             ensure_private_dir(self._dir)
             ensure_private_dir(self._dir / KEYS_DIR)
             if self.index_path.exists():
                 self._load()
             else:
-                self._create(now=now)
+                self._create(now=now, publish_ahead_s=publish_ahead_s)
         except OSError as e:
             raise ConfigurationError(f"state dir {self._dir}: {e.strerror or e}") from e
 
-    def _create(self, *, now: int) -> None:
-        self._add_key(now=now, records=[])
+    def _create(self, *, now: int, publish_ahead_s: int) -> None:
+        active, pending = Ed25519Signer.generate(), Ed25519Signer.generate()
+        records = (
+            KeyRecord(active.kid.hex(), bucket_floor(now)),
+            KeyRecord(pending.kid.hex(), _pending_not_before(now, publish_ahead_s, now)),
+        )
+        self._commit(records, pending.kid.hex(), [active, pending])
 
-    def _add_key(self, *, now: int, records: list[KeyRecord]) -> None:
-        signer = Ed25519Signer.generate()
-        kid = signer.kid.hex()
-        atomic_write(self._dir / KEYS_DIR / f"{kid}.pem", signer.to_pem(), mode=0o600)
-        records = [*records, KeyRecord(kid, now - now % IAT_BUCKET_S)]
-        index = {"active": kid, "keys": [r.__dict__ for r in records]}
-        # The key file is in place before the index names it: readers never miss it.
+    def _commit(
+        self, records: tuple[KeyRecord, ...], pending: str | None, new: list[Ed25519Signer]
+    ) -> None:
+        for signer in new:
+            path = self._dir / KEYS_DIR / f"{signer.kid.hex()}.pem"
+            atomic_write(path, signer.to_pem(), mode=0o600)
+        index = {
+            "format": INDEX_FORMAT,
+            "pending": pending,
+            "keys": [dataclasses.asdict(r) for r in records],
+        }
+        # The key files are in place before the index names them: readers never miss one.
         atomic_write(self.index_path, json.dumps(index, indent=2).encode(), mode=0o600)
-        self._signers = {**self._signers, kid: signer}
-        self._records = records
-        self._active = kid
+        signers = {**self._state.signers, **{s.kid.hex(): s for s in new}}
+        self._state = _State(records, pending, signers, self._state.generation + 1)
         self._index_stat = self._stat()
 
-    def rotate(self, *, now: int, grace_s: int = ROTATION_GRACE_S) -> str:
-        """Make a new active key; the old one signs no more after ``now + grace_s``.
-        Returns the new key id (hex)."""
-        self.load_or_create(now=now)
-        records = [
-            KeyRecord(r.kid, r.not_before, now + grace_s)
-            if r.kid == self._active and r.not_after is None
-            else r
-            for r in self._records
-        ]
-        self._add_key(now=now, records=records)
-        return self._active
+    def rotate(
+        self,
+        *,
+        now: int,
+        publish_ahead_s: int = DEFAULT_PUBLISH_AHEAD_S,
+        emergency: bool = False,
+        grace_s: int = ROTATION_GRACE_S,
+    ) -> Rotation:
+        """Schedule the next key (see the module docstring); with ``emergency``, revoke
+        every key still published and sign with a brand-new one at once."""
+        if publish_ahead_s < 0:
+            raise ValueError("publish_ahead_s must not be negative")
+        self.load_or_create(now=now, publish_ahead_s=publish_ahead_s)
+        state = self._state
+        new: list[Ed25519Signer] = []
+        if emergency:
+            # Keys no longer published cannot make a verdict that is valid now or later.
+            revoked = tuple(r.kid for r in state.records if not r.revoked and _published(r, now))
+            records = [_revoked(r, now) if r.kid in revoked else r for r in state.records]
+            fresh = Ed25519Signer.generate()
+            new.append(fresh)
+            kid, signs_from, replaces = fresh.kid.hex(), bucket_floor(now), None
+            records.append(KeyRecord(kid, signs_from))
+        else:
+            revoked = ()
+            signs_from = bucket_ceil(now + publish_ahead_s)
+            if state.pending is not None:
+                kid = state.pending
+                # Verifiers hold the not_before it was published with: never start earlier.
+                signs_from = max(signs_from, self.record(kid).not_before)
+                records = list(state.records)
+            else:  # a state dir of the first layout: the next key is made now
+                fresh = Ed25519Signer.generate()
+                new.append(fresh)
+                kid = fresh.kid.hex()
+                records = [*state.records, KeyRecord(kid, signs_from)]
+            open_windows = [
+                r.kid
+                for r in records
+                if r.not_after is None and not r.revoked and r.kid not in (kid, state.pending)
+            ]
+            replaces = open_windows[-1] if open_windows else None
+            records = [
+                dataclasses.replace(r, not_before=signs_from)
+                if r.kid == kid
+                else dataclasses.replace(r, not_after=signs_from + grace_s)
+                if r.kid in open_windows
+                else r
+                for r in records
+            ]
+        pending = Ed25519Signer.generate()
+        new.append(pending)
+        records.append(
+            KeyRecord(pending.kid.hex(), _pending_not_before(now, publish_ahead_s, signs_from))
+        )
+        self._commit(tuple(records), pending.kid.hex(), new)
+        return Rotation(kid, signs_from, replaces, pending.kid.hex(), revoked)
 
-    @property
-    def active_kid(self) -> str:
-        return self._active
+    def signing_key(self, *, now: int) -> SigningKey:
+        """The key that signs at ``now``: the newest one neither revoked nor pending whose
+        ``not_before`` is at most ``now`` (before every such key: the oldest one)."""
+        state = self._state
+        keys = _signing_candidates(state)
+        if not keys:
+            raise ConfigurationError(f"{self.index_path}: no verdict keys loaded")
+        started = [i for i, r in enumerate(keys) if r.not_before <= now]
+        if started:
+            i = started[-1]
+            valid_from: int | None = keys[i].not_before
+        else:
+            i, valid_from = 0, None
+        later = [r.not_before for r in keys[i + 1 :] if r.not_before > now]
+        chosen = keys[i]
+        if not started:  # a clock before every key: the rule applies from the first one on
+            valid_until: int | None = chosen.not_before
+        else:
+            valid_until = min(later) if later else None
+        signer = TokenSigner(state.signers[chosen.kid])
+        return SigningKey(
+            chosen.kid, signer, chosen.not_before, valid_from, valid_until, state.generation
+        )
 
-    @property
-    def active_not_before(self) -> int:
-        return next(r.not_before for r in self._records if r.kid == self._active)
+    def token_signer(self, *, now: int) -> TokenSigner:
+        """The signer of :meth:`signing_key` at ``now``."""
+        return self.signing_key(now=now).signer
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:
@@ -127,10 +329,26 @@ class VerdictKeyStore:
         stat = self._stat()  # recorded only once loading succeeded, so failures are retried
         try:
             index = json.loads(self.index_path.read_bytes())
-            records = [KeyRecord(**r) for r in index["keys"]]
-            active = index["active"]
+            records = tuple(_record(r) for r in index["keys"])
+            kids = [r.kid for r in records]
+            if "format" in index:
+                if index["format"] != INDEX_FORMAT:
+                    raise ValueError("unknown format")
+                pending = index["pending"]
+                if pending is not None and not isinstance(pending, str):
+                    raise TypeError("pending must be a kid or null")
+            else:
+                active = index["active"]
         except (ValueError, KeyError, TypeError) as e:
             raise ConfigurationError(f"{self.index_path}: not a verdict key index") from e
+        if "format" not in index:
+            if active not in kids:
+                raise ConfigurationError(f"{self.index_path}: active key is not recorded")
+            pending = _first_layout_pending(records, active)
+        if len(set(kids)) != len(kids):
+            raise ConfigurationError(f"{self.index_path}: a key is recorded twice")
+        if pending is not None and not any(r.kid == pending and not r.revoked for r in records):
+            raise ConfigurationError(f"{self.index_path}: pending key is not a recorded live key")
         signers = {}
         for record in records:
             path = self._dir / KEYS_DIR / f"{record.kid}.pem"
@@ -141,26 +359,63 @@ class VerdictKeyStore:
             if signer.kid.hex() != record.kid:
                 raise ConfigurationError(f"{path}: key does not match its kid")
             signers[record.kid] = signer
-        if active not in signers:
-            raise ConfigurationError(f"{self.index_path}: active key is not recorded")
-        self._signers, self._records, self._active = signers, records, active
+        state = _State(records, pending, signers, self._state.generation + 1)
+        if not _signing_candidates(state):
+            raise ConfigurationError(f"{self.index_path}: no key may sign (all revoked)")
+        self._state = state
         self._index_stat = stat
 
-    def token_signer(self) -> TokenSigner:
-        return TokenSigner(self._signers[self._active])
-
     def key_set(self, *, now: int) -> VerdictKeySet:
-        """Keys whose verdicts may still be valid at ``now``, with their windows."""
+        """Keys whose verdicts may still be valid at ``now``, with their windows; the
+        pending key too (published before it signs), revoked ones marked so."""
         keys = []
-        for record in self._records:
-            # Published until its last verdict expired, plus the verifiers' clock skew.
-            if (
-                record.not_after is not None
-                and record.not_after + MAX_TTL_S + PUBLISH_MARGIN_S < now
-            ):
+        for record in self._state.records:
+            if not _published(record, now):
                 continue
-            pk = self._signers[record.kid].public_key
+            pk = self._state.signers[record.kid].public_key
             keys.append(
-                PublicKey(pk.kid, pk.alg, pk.key, pk.raw, record.not_before, record.not_after)
+                dataclasses.replace(
+                    pk,
+                    not_before=record.not_before,
+                    not_after=record.not_after,
+                    revoked=record.revoked,
+                )
             )
-        return VerdictKeySet(KeySet(keys, issuer=self._issuer))
+        return VerdictKeySet(
+            KeySet(
+                keys,
+                issuer=self._issuer,
+                refresh_interval_s=self._refresh_interval_s,
+                published_at=now,
+            )
+        )
+
+
+def _pending_not_before(now: int, publish_ahead_s: int, not_earlier_than: int) -> int:
+    """A pending key's ``not_before``: a publish-ahead period from ``now`` rounded up, never
+    before ``not_earlier_than`` (the key scheduled just before it) and always in the
+    future."""
+    return max(
+        bucket_ceil(now + publish_ahead_s), not_earlier_than, bucket_floor(now) + IAT_BUCKET_S
+    )
+
+
+def _published(record: KeyRecord, now: int) -> bool:
+    """A key is published until its last verdict expired, plus the verifiers' clock skew."""
+    return record.not_after is None or now <= record.not_after + MAX_TTL_S + PUBLISH_MARGIN_S
+
+
+def _revoked(record: KeyRecord, now: int) -> KeyRecord:
+    """``record`` revoked at ``now``: its window ends then at the latest, so it stays
+    published (marked revoked) while the verdicts it signed would still be valid."""
+    not_after = now if record.not_after is None else min(record.not_after, now)
+    return dataclasses.replace(record, not_after=not_after, revoked=True)
+
+
+def _first_layout_pending(records: tuple[KeyRecord, ...], active: str) -> str | None:
+    """The first layout named the signing key ``active``. A key recorded after it with an
+    open window is a next key published ahead by hand (docs/deploy.md used to say so): it
+    is treated as the pending key, so it does not start signing on its own."""
+    kids = [r.kid for r in records]
+    later = [r.kid for r in records[kids.index(active) + 1 :] if r.not_after is None]
+    return later[-1] if later else None

@@ -18,11 +18,18 @@ from typing import TypeVar
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from staycheck.geo.errors import Error, InvalidInputError, SignedDataError
+from staycheck.server.binding_input import read_binding
 from staycheck.server.errors import UNDECODABLE, UNDECODABLE_ERROR, grpc_errors, status_for
 from staycheck.server.service import VerdictCore
+from staycheck.trust.binding import BINDING_LENGTH
 from staycheck.trust.truststore import TrustStore
-from staycheck.trust.verdict import BINDING_LENGTH
-from staycheck.trust.verifier import reason, verify_token
+from staycheck.trust.verifier import (
+    NO_BINDING_CHECK,
+    Identity,
+    SubjectBinding,
+    reason,
+    verify_token,
+)
 from staycheck.v1 import partner_pb2 as ppb
 from staycheck.v1 import partner_pb2_grpc as ppb_grpc
 from staycheck.v1 import verification_pb2 as pb
@@ -44,12 +51,14 @@ class PartnerVerificationServicer(ppb_grpc.PartnerVerificationServicer):
         binding = request.subject_binding
         if binding and len(binding) != BINDING_LENGTH:
             raise InvalidInputError("subject_binding", f"must be empty or {BINDING_LENGTH} bytes")
+        # The partner API's explicit choice: an empty binding means "identity not checked".
+        identity: Identity = SubjectBinding(binding) if binding else NO_BINDING_CHECK
         try:
             verdict = verify_token(
                 request.token,
                 self._trust(),
                 now=self._core.clock(),
-                subject_binding=binding or None,
+                identity=identity,
                 min_riskset_version=request.min_riskset_version or None,
             )
         except SignedDataError as e:
@@ -94,7 +103,7 @@ class PartnerVerificationServicer(ppb_grpc.PartnerVerificationServicer):
         """An undecodable message counts as one item, answered with its error."""
 
         def submitted(index: int, item: ppb.ItineraryItem) -> ppb.ItineraryResult:
-            verdict = self._core.submit(item.itinerary, item.subject_binding)
+            verdict = self._core.submit(item.itinerary, *read_binding(item))
             return ppb.ItineraryResult(index=index, verdict=verdict)
 
         def refused(index: int, code: grpc.StatusCode, details: str) -> ppb.ItineraryResult:

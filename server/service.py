@@ -1,7 +1,10 @@
 """The gRPC servicers: they only translate.
 
 :class:`VerdictCore` holds what answering needs (bundle manager, signer, issuer, limits,
-clock) and turns one itinerary message into one signed response, raising our own errors;
+clock) and turns one itinerary message into one signed response, raising our own errors.
+It signs with the key the key store names for the call's ``now``: a scheduled key switch
+happens at its time, checked with one comparison per call (the store says until when its
+choice holds);
 ``ItineraryVerificationServicer`` (public) and ``staycheck.server.partner_service`` (partners) both
 use it. Nothing of a request is kept, logged or written: the stays live in local variables for the
 length of one call. How the match is computed stays behind ``staycheck.geo.matching.evaluate``, so a
@@ -10,6 +13,9 @@ private-set-intersection mode can later produce the same verdict through the sam
 
 from __future__ import annotations
 
+import logging
+import sys
+import threading
 from collections.abc import Callable
 
 import grpc
@@ -17,12 +23,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from staycheck.geo.errors import InvalidInputError
 from staycheck.geo.itinerary import ItineraryLimits, Status, Stay, validate
 from staycheck.geo.matching import evaluate
+from staycheck.server.binding_input import read_binding
 from staycheck.server.bundles import BundleManager
 from staycheck.server.errors import grpc_errors
 from staycheck.server.keystore import VerdictKeyStore
-from staycheck.trust.verdict import BINDING_LENGTH, MAX_TTL_S, TokenSigner, issue_verdict
+from staycheck.trust.binding import BindingParameters
+from staycheck.trust.verdict import MAX_TTL_S, TokenSigner, issue_verdict
 from staycheck.v1 import verification_pb2 as pb
 from staycheck.v1 import verification_pb2_grpc as pb_grpc
+
+log = logging.getLogger("staycheck.server")
+_PAST, _FUTURE = -sys.maxsize - 1, sys.maxsize
 
 
 def stays_from_proto(itinerary: pb.Itinerary, *, limits: ItineraryLimits) -> list[Stay]:
@@ -61,17 +72,56 @@ class VerdictCore:
         self.clock = clock
         self._limits = limits
         self._ttl_s = verdict_ttl_s
-        self._signer: TokenSigner = keys.token_signer()
+        # (signer, kid, from, until, generation): one tuple, replaced whole, so threads
+        # never mix two; replaced only by an answer from the same or a later key load, so a
+        # call racing a reload cannot put back a key the reload retired (or revoked).
+        self._install_lock = threading.Lock()
+        self._signing = self._select(clock())
+
+    def _select(self, now: int) -> tuple[TokenSigner, str, int, int, int]:
+        key = self.keys.signing_key(now=now)
+        since = _PAST if key.valid_from is None else key.valid_from
+        until = _FUTURE if key.valid_until is None else key.valid_until
+        return (key.signer, key.kid, since, until, key.generation)
+
+    def _install(self, selected: tuple[TokenSigner, str, int, int, int]) -> None:
+        with self._install_lock:
+            previous = self._signing
+            if selected[4] < previous[4]:
+                return
+            self._signing = selected
+        if selected[1] != previous[1]:
+            log.info("verdict key %s signs from now on (was %s)", selected[1], previous[1])
 
     def refresh_signer(self) -> None:
-        """Sign with the key store's active key from now on (after a rotation)."""
-        self._signer = self.keys.token_signer()
+        """Ask the key store again (after it reloaded its keys)."""
+        self._install(self._select(self.clock()))
 
-    def submit(self, itinerary: pb.Itinerary, binding: bytes) -> pb.SubmitItineraryResponse:
+    @property
+    def signing_kid(self) -> str:
+        """The key the last call signed with (or the first will), hex."""
+        return self._signing[1]
+
+    def signer_at(self, now: int) -> TokenSigner:
+        """The signer for ``now``; the key store is asked only when ``now`` leaves the span
+        its last answer holds for (a scheduled switch, or a clock set back)."""
+        signer, _, since, until, _ = self._signing
+        if since <= now < until:
+            return signer
+        selected = self._select(now)
+        self._install(selected)
+        return selected[0]
+
+    def submit(
+        self,
+        itinerary: pb.Itinerary,
+        binding: bytes = b"",
+        binding_params: BindingParameters | None = None,
+    ) -> pb.SubmitItineraryResponse:
+        """Match and sign; ``binding`` and ``binding_params`` as read and checked by
+        ``staycheck.server.binding_input.read_binding``."""
         now = self.clock()
         bundle = self.bundles.bundle_for(now)
-        if binding and len(binding) != BINDING_LENGTH:
-            raise InvalidInputError("subject_binding", f"must be empty or {BINDING_LENGTH} bytes")
         stays = stays_from_proto(itinerary, limits=self._limits)
         validate(stays, now=now, limits=self._limits)
         status = evaluate(stays, bundle, now=now)
@@ -84,11 +134,12 @@ class VerdictCore:
             riskset_version=bundle.version,
             bundle_expires_at=bundle.expires_at,
             binding=binding,
+            binding_params=binding_params,
             ttl_s=self._ttl_s,
         )
         return pb.SubmitItineraryResponse(
             status=pb.VerdictStatus.ValueType(status),
-            token=self._signer.sign(verdict),
+            token=self.signer_at(now).sign(verdict),
             issued_at=Timestamp(seconds=verdict.issued_at),
             expires_at=Timestamp(seconds=verdict.expires_at),
             riskset_version=verdict.riskset_version,
@@ -103,7 +154,7 @@ class ItineraryVerificationServicer(pb_grpc.ItineraryVerificationServicer):
     def SubmitItinerary(
         self, request: pb.SubmitItineraryRequest, context: grpc.ServicerContext
     ) -> pb.SubmitItineraryResponse:
-        return self._core.submit(request.itinerary, request.subject_binding)
+        return self._core.submit(request.itinerary, *read_binding(request))
 
     @grpc_errors
     def GetVerdictKeys(

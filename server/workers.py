@@ -73,7 +73,9 @@ def supervise(config: ServerConfig) -> int:
         psock, partner_listen = _reserve(partner_listen)
         reserved.append(psock)
     config = dataclasses.replace(config, listen=listen, partner_listen=partner_listen)
-    VerdictKeyStore(config.state_dir, issuer=config.issuer).load_or_create(now=int(time.time()))
+    VerdictKeyStore(config.state_dir, issuer=config.issuer).load_or_create(
+        now=int(time.time()), publish_ahead_s=config.key_publish_ahead_s
+    )
     shared_buckets = SharedBuckets(read_partners(config)) if partner_listen is not None else None
 
     ready_r, ready_w = os.pipe()

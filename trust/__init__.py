@@ -5,7 +5,9 @@
 - :mod:`staycheck.trust.verdict`: the verdict token (a CWT in COSE_Sign1, ``SC1:`` + base45).
 - :mod:`staycheck.trust.verifier`: the offline verifier, one function, :func:`verify_token`.
 - :mod:`staycheck.trust.truststore`: the issuers a verifier accepts (federation).
-- :mod:`staycheck.trust.binding`: the subject binding a traveller computes from an ID number.
+- :mod:`staycheck.trust.binding`: the subject binding a traveller derives from an ID number
+  (Argon2id).
+- :mod:`staycheck.trust.presentation`: what the traveller shows, token and salt (``SCP1:``).
 - :mod:`staycheck.trust.base45`: RFC 9285.
 - :mod:`staycheck.trust.bundles`: the trust rules for risk-area bundles (signature, version,
   expiry); it needs the geometry, so it is imported on its own and needs the ``server``
@@ -16,7 +18,14 @@ clock, no network. Everything listed below needs only the base install
 (``pip install staycheck``). The rules themselves are in docs/rules.md.
 """
 
-from staycheck.trust.binding import SALT_LENGTH, binding_matches, compute_binding, new_salt
+from staycheck.trust.binding import (
+    DEFAULT_PARAMETERS,
+    SALT_LENGTH,
+    BindingParameters,
+    binding_matches,
+    compute_binding,
+    new_salt,
+)
 from staycheck.trust.keys import (
     AuthorityKeySet,
     Ed25519Signer,
@@ -26,20 +35,33 @@ from staycheck.trust.keys import (
     Signer,
     VerdictKeySet,
 )
+from staycheck.trust.presentation import Presentation, present, read_presentation
 from staycheck.trust.truststore import Issuer, TrustStore
 from staycheck.trust.verdict import TOKEN_PREFIX, TokenSigner, Verdict, decode_token, issue_verdict
-from staycheck.trust.verifier import reason, verify_token
+from staycheck.trust.verifier import (
+    NO_BINDING_CHECK,
+    SubjectBinding,
+    SubjectId,
+    reason,
+    verify_token,
+)
 
 __all__ = [
+    "DEFAULT_PARAMETERS",
+    "NO_BINDING_CHECK",
     "SALT_LENGTH",
     "TOKEN_PREFIX",
     "AuthorityKeySet",
+    "BindingParameters",
     "Ed25519Signer",
     "Issuer",
     "KeySet",
     "P256Signer",
+    "Presentation",
     "PublicKey",
     "Signer",
+    "SubjectBinding",
+    "SubjectId",
     "TokenSigner",
     "TrustStore",
     "Verdict",
@@ -49,6 +71,8 @@ __all__ = [
     "decode_token",
     "issue_verdict",
     "new_salt",
+    "present",
+    "read_presentation",
     "reason",
     "verify_token",
 ]

@@ -1,37 +1,112 @@
 """Subject binding: ties a verdict to its bearer without the server learning who they are.
 
-The client computes ``HMAC-SHA256(key=salt, msg=normalized identity document number)``
-(32 bytes) and sends only that. The traveller keeps the salt (16 random bytes); a verifier
-holding the ID card and the salt recomputes the binding and compares. Without the salt the
-binding reveals nothing useful: identity numbers are guessable, 16 random bytes are not.
+The client derives ``Argon2id(password=normalized identity document number, salt)``
+(RFC 9106; 32 bytes) and sends only that, with the parameters it used. The traveller keeps
+the salt (16 random bytes) and shows it in the presentation; a verifier holding the ID card
+and the salt derives the binding again with the parameters the token names and compares.
+
+Why memory-hard: a Chinese resident ID number has about 10^11 possible values, so whoever
+holds a screenshot of a presentation (token and salt) could try them all. With HMAC-SHA256
+that is hours on one core; with the default parameters here (64 MiB, 2 passes) every guess
+costs about 0.1 s of one core and 64 MiB, so 10^11 guesses are ~300 core-years. What no
+offline check can prevent: whoever already knows the traveller's region and birth date has
+about a thousand candidates left (minutes). A presentation is to be shown, not posted.
 
 Normalization: surrounding whitespace removed, letters upper-cased (the check character
 ``X`` of a resident ID number may be written either way).
+
+Pure: no file, no clock; the salt comes from :func:`new_salt` (the OS's random source).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 BINDING_LENGTH = 32
 SALT_LENGTH = 16
+
+# Bounds on the parameters a token may name. The floor is OWASP's minimum for Argon2id
+# (19 MiB, 2 passes); the ceiling keeps one verification under about half a second, so a
+# token cannot make a verifier spend more (the signature is checked first anyway).
+MIN_MEMORY_KIB = 19 * 1024
+MAX_MEMORY_KIB = 256 * 1024
+MIN_COST_KIB = 2 * MIN_MEMORY_KIB
+MAX_COST_KIB = 2 * MAX_MEMORY_KIB
+MAX_ITERATIONS = 16
+MAX_LANES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class BindingParameters:
+    """Argon2id's cost parameters (RFC 9106 section 3.1): memory in KiB, passes, lanes.
+
+    The default, 64 MiB and 2 passes over 4 lanes, takes about 0.1 s on one core of the
+    reference machine (RFC 9106's second recommended option has 3 passes; 2 keep a
+    verification under 150 ms there). They travel in the token, so they can be raised.
+    """
+
+    memory_kib: int = 64 * 1024
+    iterations: int = 2
+    lanes: int = 4
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the parameter and the rule it breaks."""
+        for name in ("memory_kib", "iterations", "lanes"):
+            if type(getattr(self, name)) is not int:
+                raise ValueError(f"{name}: must be an integer")
+        if not 1 <= self.lanes <= MAX_LANES:
+            raise ValueError(f"lanes: must be within [1, {MAX_LANES}]")
+        if not 1 <= self.iterations <= MAX_ITERATIONS:
+            raise ValueError(f"iterations: must be within [1, {MAX_ITERATIONS}]")
+        if not MIN_MEMORY_KIB <= self.memory_kib <= MAX_MEMORY_KIB:
+            raise ValueError(f"memory_kib: must be within [{MIN_MEMORY_KIB}, {MAX_MEMORY_KIB}]")
+        cost = self.memory_kib * self.iterations
+        if not MIN_COST_KIB <= cost <= MAX_COST_KIB:
+            raise ValueError(
+                f"memory_kib x iterations: must be within [{MIN_COST_KIB}, {MAX_COST_KIB}]"
+            )
+
+    def to_cbor(self) -> list[int]:
+        """The token's form: ``[memory_kib, iterations, lanes]``."""
+        return [self.memory_kib, self.iterations, self.lanes]
+
+
+DEFAULT_PARAMETERS = BindingParameters()
 
 
 def new_salt() -> bytes:
     return secrets.token_bytes(SALT_LENGTH)
 
 
-def compute_binding(id_number: str, salt: bytes) -> bytes:
-    """The 32-byte binding of ``id_number`` under ``salt``."""
-    if len(salt) != SALT_LENGTH:
-        raise ValueError(f"salt must be {SALT_LENGTH} bytes")
+def normalize_id(id_number: str) -> bytes:
     normalized = id_number.strip().upper()
     if not normalized:
         raise ValueError("identity number must not be empty")
-    return hmac.new(salt, normalized.encode("utf-8"), hashlib.sha256).digest()
+    return normalized.encode("utf-8")
 
 
-def binding_matches(binding: bytes, id_number: str, salt: bytes) -> bool:
-    return hmac.compare_digest(binding, compute_binding(id_number, salt))
+def compute_binding(
+    id_number: str, salt: bytes, params: BindingParameters = DEFAULT_PARAMETERS
+) -> bytes:
+    """The 32-byte binding of ``id_number`` under ``salt`` with ``params``."""
+    if len(salt) != SALT_LENGTH:
+        raise ValueError(f"salt must be {SALT_LENGTH} bytes")
+    params.check()
+    kdf = Argon2id(
+        salt=salt,
+        length=BINDING_LENGTH,
+        iterations=params.iterations,
+        lanes=params.lanes,
+        memory_cost=params.memory_kib,
+    )
+    return kdf.derive(normalize_id(id_number))
+
+
+def binding_matches(
+    binding: bytes, id_number: str, salt: bytes, params: BindingParameters = DEFAULT_PARAMETERS
+) -> bool:
+    return hmac.compare_digest(binding, compute_binding(id_number, salt, params))

@@ -1,15 +1,19 @@
 """Keys, key sets and signers: the trust objects of StayCheck.
 
-- :class:`PublicKey`: one verification key with its algorithm, key id and validity window.
+- :class:`PublicKey`: one verification key with its algorithm, key id, validity window and
+  whether its owner revoked it.
 - :class:`KeySet`: keys trusted for one purpose, with
   ``verify(*, key_id, signature, data, at)``. The key id is an unauthenticated hint: it only
   selects the key; the algorithm always comes from the key set, never from the signed data.
+  A revoked key verifies nothing.
 - :data:`AuthorityKeySet` and :data:`VerdictKeySet`: key sets of different purpose, kept
   apart by type.
 - :class:`Signer`: the one small interface signing goes through (a key file today, an HSM
   later), with :class:`Ed25519Signer` as the key-file backend.
 - JWKS (RFC 7517/8037) import and export, with ``nbf``/``exp`` members giving each key's
-  validity window in Unix seconds.
+  validity window in Unix seconds and ``"revoked": true`` marking a revoked key; at the top
+  level, ``published_at`` (when the set was published) and ``refresh_interval_s`` (how often
+  a verifier should fetch it again), both in seconds.
 
 Pure: takes and returns bytes and objects; reads no file and no clock.
 """
@@ -21,7 +25,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NewType, Protocol
 
 import nacl.bindings
@@ -37,6 +41,7 @@ from staycheck.geo.errors import (
     BadSignatureError,
     ConfigurationError,
     ExpiredError,
+    RevokedKeyError,
     UnknownKeyError,
 )
 from staycheck.trust.cose import ALG_EDDSA, ALG_ES256
@@ -77,7 +82,8 @@ def _b64url_decode(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class PublicKey:
-    """A verification key. ``not_before``/``not_after`` bound when it may have signed."""
+    """A verification key. ``not_before``/``not_after`` bound when it may have signed; a
+    ``revoked`` key (compromised, its owner says) verifies nothing at all."""
 
     kid: bytes
     alg: int
@@ -85,6 +91,7 @@ class PublicKey:
     raw: bytes
     not_before: int | None = None
     not_after: int | None = None
+    revoked: bool = False
 
     @classmethod
     def from_ed25519(
@@ -163,6 +170,8 @@ class PublicKey:
             jwk["nbf"] = self.not_before
         if self.not_after is not None:
             jwk["exp"] = self.not_after
+        if self.revoked:
+            jwk["revoked"] = True
         return jwk
 
     @classmethod
@@ -184,6 +193,9 @@ class PublicKey:
             if value is not None and (type(value) is not int or value < 0):
                 raise ConfigurationError(f"jwk: {name} must be a non-negative integer")
             bounds.append(value)
+        revoked = jwk.get("revoked", False)
+        if type(revoked) is not bool:
+            raise ConfigurationError("jwk: revoked must be true or false")
         if alg_name == "EdDSA":
             try:
                 key = Ed25519PublicKey.from_public_bytes(_b64url_decode(jwk["x"]))
@@ -203,19 +215,39 @@ class PublicKey:
             pk = cls.from_p256(point, not_before=bounds[0], not_after=bounds[1])
         if "kid" in jwk and jwk["kid"] != pk.kid.hex():
             raise ConfigurationError("jwk: kid does not match the key (first 8 bytes of SHA-256)")
-        return pk
+        return replace(pk, revoked=True) if revoked else pk
+
+
+def _seconds(name: str, value: Any) -> int | None:
+    """A top-level JWKS member in seconds: absent (None) or a non-negative JSON integer."""
+    if value is not None and (type(value) is not int or value < 0):
+        raise ConfigurationError(f"jwks: {name} must be a non-negative integer (seconds)")
+    return value
 
 
 class KeySet:
-    """Keys trusted for one purpose, looked up by key id."""
+    """Keys trusted for one purpose, looked up by key id.
 
-    def __init__(self, keys: Iterable[PublicKey], *, issuer: str | None = None) -> None:
+    ``published_at`` (when the issuer published this set) and ``refresh_interval_s`` (how
+    often a verifier should fetch it again), Unix seconds and seconds, travel with the set;
+    a new key is published at least that long before it signs."""
+
+    def __init__(
+        self,
+        keys: Iterable[PublicKey],
+        *,
+        issuer: str | None = None,
+        refresh_interval_s: int | None = None,
+        published_at: int | None = None,
+    ) -> None:
         self._keys: dict[bytes, PublicKey] = {}
         for k in keys:
             if k.kid in self._keys:
                 raise ConfigurationError("key set: duplicate key id")
             self._keys[k.kid] = k
         self.issuer = issuer
+        self.refresh_interval_s = _seconds("refresh_interval_s", refresh_interval_s)
+        self.published_at = _seconds("published_at", published_at)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -244,9 +276,12 @@ class KeySet:
         ``at`` is the time the data claims to have been signed: the key must have been valid
         then (an expired key still verifies what it signed while valid). ``alg``, when
         given, is what the signed data's header claims: it must be the key's own algorithm
-        (the key decides; a header naming another one is refused, never obeyed).
+        (the key decides; a header naming another one is refused, never obeyed). A revoked
+        key is refused before anything else (:class:`RevokedKeyError`).
         """
         key = self.get(key_id)
+        if key.revoked:
+            raise RevokedKeyError("signed by a revoked key")
         if alg is not None and alg != key.alg:
             raise BadSignatureError("header alg is not the key's algorithm")
         if not key.valid_at(at):
@@ -258,6 +293,10 @@ class KeySet:
         jwks: dict[str, Any] = {"keys": [k.to_jwk() for k in self._keys.values()]}
         if self.issuer is not None:
             jwks["issuer"] = self.issuer
+        if self.published_at is not None:
+            jwks["published_at"] = self.published_at
+        if self.refresh_interval_s is not None:
+            jwks["refresh_interval_s"] = self.refresh_interval_s
         return jwks
 
     def to_json(self) -> str:
@@ -274,6 +313,12 @@ class KeySet:
         issuer = obj.get("issuer")
         if issuer is not None and not isinstance(issuer, str):
             raise ConfigurationError("jwks: issuer must be a string")
+        # Present means a number: null is refused, not taken for "absent".
+        seconds = {}
+        for name in ("refresh_interval_s", "published_at"):
+            if name in obj and obj[name] is None:
+                raise ConfigurationError(f"jwks: {name} must be a non-negative integer (seconds)")
+            seconds[name] = _seconds(name, obj.get(name))
         keys = []
         for i, jwk in enumerate(obj["keys"]):
             if not isinstance(jwk, Mapping):
@@ -282,7 +327,12 @@ class KeySet:
                 keys.append(PublicKey.from_jwk(jwk))
             except ConfigurationError as e:
                 raise ConfigurationError(f"jwks: keys[{i}]: {e}") from e
-        return cls(keys, issuer=issuer)
+        return cls(
+            keys,
+            issuer=issuer,
+            refresh_interval_s=seconds["refresh_interval_s"],
+            published_at=seconds["published_at"],
+        )
 
 
 AuthorityKeySet = NewType("AuthorityKeySet", KeySet)

@@ -7,13 +7,15 @@ EdDSA (Ed25519). The protected header holds only ``alg`` (1) and ``kid`` (4, the
 ====== ======================== ==================================================
 key    claim                    value
 ====== ======================== ==================================================
-1      ``iss``                  issuer code, text, e.g. ``"110000"``
+1      ``iss``                  issuer code, six ASCII digits, e.g. ``"110000"``
 4      ``exp``                  expiry, Unix seconds
 6      ``iat``                  issue time, Unix seconds, rounded down to 5 minutes
 7      ``cti``                  verdict id, 16 random bytes
 -65537 StayCheck claims         map: 1 status (1 no abnormality, 2 review required),
                                 2 risk-area bundle version, 3 subject binding
-                                (32 bytes, absent when unbound)
+                                (32 bytes), 4 the binding's Argon2id parameters
+                                ``[memory_kib, iterations, lanes]`` (3 and 4 both
+                                present, or both absent when unbound)
 ====== ======================== ==================================================
 
 -65537 is the first CWT claim key of the private-use range (below -65536). Text form:
@@ -25,8 +27,9 @@ accepting a token are in ``staycheck.trust.verifier``.
 
 from __future__ import annotations
 
+import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
@@ -34,6 +37,7 @@ from staycheck.geo.errors import MalformedError
 from staycheck.geo.itinerary import Status
 from staycheck.trust import cose
 from staycheck.trust.base45 import b45decode, b45encode
+from staycheck.trust.binding import BINDING_LENGTH, BindingParameters
 from staycheck.trust.keys import Signer
 
 TOKEN_PREFIX = "SC1:"  # noqa: S105 (a format prefix, not a secret)
@@ -41,11 +45,13 @@ MAX_TOKEN_CHARS = 2048
 MAX_TOKEN_BYTES = 1024
 CLAIM_ISS, CLAIM_EXP, CLAIM_IAT, CLAIM_CTI = 1, 4, 6, 7
 CLAIM_STAYCHECK = -65537
-SC_STATUS, SC_RISKSET_VERSION, SC_BINDING = 1, 2, 3
+SC_STATUS, SC_RISKSET_VERSION, SC_BINDING, SC_BINDING_PARAMS = 1, 2, 3, 4
 ALLOWED_CLAIMS = frozenset({CLAIM_ISS, CLAIM_EXP, CLAIM_IAT, CLAIM_CTI, CLAIM_STAYCHECK})
-ALLOWED_SC_CLAIMS = frozenset({SC_STATUS, SC_RISKSET_VERSION, SC_BINDING})
+UNBOUND_SC_CLAIMS = frozenset({SC_STATUS, SC_RISKSET_VERSION})
+BOUND_SC_CLAIMS = frozenset({SC_STATUS, SC_RISKSET_VERSION, SC_BINDING, SC_BINDING_PARAMS})
 VERDICT_ID_LENGTH = 16
-BINDING_LENGTH = 32
+_ISSUER_CODE = re.compile(r"[0-9]{6}", re.ASCII)
+"""A province code (GB/T 2260); six digits keep a bound presentation within QR version 10."""
 IAT_BUCKET_S = 300
 """Issue times are rounded down to this many seconds (privacy: no join with access logs)."""
 MAX_TTL_S = 24 * 3600
@@ -61,12 +67,16 @@ class Verdict:
     issued_at: int
     expires_at: int
     riskset_version: int
-    binding: bytes = b""
+    binding: bytes = field(default=b"", repr=False)  # with the salt, it identifies the bearer
+    binding_params: BindingParameters | None = None
+    """The Argon2id parameters the binding was derived with; set exactly when bound."""
 
     def claims(self) -> dict[int, Any]:
         sc: dict[int, Any] = {SC_STATUS: int(self.status), SC_RISKSET_VERSION: self.riskset_version}
         if self.binding:
+            assert self.binding_params is not None  # issue_verdict and decode_claims ensure it
             sc[SC_BINDING] = self.binding
+            sc[SC_BINDING_PARAMS] = self.binding_params.to_cbor()
         return {
             CLAIM_ISS: self.issuer,
             CLAIM_EXP: self.expires_at,
@@ -84,18 +94,33 @@ def issue_verdict(
     riskset_version: int,
     bundle_expires_at: int,
     binding: bytes = b"",
+    binding_params: BindingParameters | None = None,
     ttl_s: int = MAX_TTL_S,
 ) -> Verdict:
     """A new verdict: random id, ``iat`` rounded down to the bucket, ``exp`` at most ``ttl_s``
-    after it and never past the bundle's expiry."""
+    after it and never past the bundle's expiry. A ``binding`` comes with the
+    ``binding_params`` it was derived with."""
     if binding and len(binding) != BINDING_LENGTH:
         raise ValueError("binding must be 32 bytes")
+    if bool(binding) != (binding_params is not None):
+        raise ValueError("binding and binding_params go together")
+    if binding_params is not None:
+        binding_params.check()
+    if not _ISSUER_CODE.fullmatch(issuer):
+        raise ValueError("issuer must be a six-digit code")
     if not 0 < ttl_s <= MAX_TTL_S:
         raise ValueError("ttl must be within (0, 24 h]")
     iat = now - now % IAT_BUCKET_S
     exp = min(iat + ttl_s, bundle_expires_at)
     return Verdict(
-        secrets.token_bytes(VERDICT_ID_LENGTH), status, issuer, iat, exp, riskset_version, binding
+        secrets.token_bytes(VERDICT_ID_LENGTH),
+        status,
+        issuer,
+        iat,
+        exp,
+        riskset_version,
+        binding,
+        binding_params,
     )
 
 
@@ -138,19 +163,20 @@ def decode_claims(payload: bytes) -> Verdict:
     if cbor2.dumps(claims, canonical=True) != payload:
         raise MalformedError("token: claims are not deterministic CBOR")
     sc = claims[CLAIM_STAYCHECK]
-    if (
-        not isinstance(sc, dict)
-        or not {SC_STATUS, SC_RISKSET_VERSION} <= set(sc) <= ALLOWED_SC_CLAIMS
-    ):
-        raise MalformedError("token: StayCheck claims must hold status and bundle version only")
+    if not isinstance(sc, dict) or set(sc) not in (UNBOUND_SC_CLAIMS, BOUND_SC_CLAIMS):
+        raise MalformedError(
+            "token: StayCheck claims must hold status and bundle version, and binding with "
+            "its parameters or neither"
+        )
     iss, cti = claims[CLAIM_ISS], claims[CLAIM_CTI]
-    if not isinstance(iss, str) or not 0 < len(iss) <= 16:
-        raise MalformedError("token: iss must be a short text")
+    if not isinstance(iss, str) or not _ISSUER_CODE.fullmatch(iss):
+        raise MalformedError("token: iss must be a six-digit issuer code")
     if not isinstance(cti, bytes) or len(cti) != VERDICT_ID_LENGTH:
         raise MalformedError("token: cti must be 16 bytes")
     binding = sc.get(SC_BINDING, b"")
     if not isinstance(binding, bytes) or (SC_BINDING in sc and len(binding) != BINDING_LENGTH):
         raise MalformedError("token: binding must be 32 bytes")
+    params = _binding_params(sc[SC_BINDING_PARAMS]) if SC_BINDING in sc else None
     try:
         status = Status(_int(sc[SC_STATUS], "status"))
     except ValueError:
@@ -158,20 +184,37 @@ def decode_claims(payload: bytes) -> Verdict:
     iat = _int(claims[CLAIM_IAT], "iat")
     exp = _int(claims[CLAIM_EXP], "exp")
     version = _int(sc[SC_RISKSET_VERSION], "bundle version", lo=1)
-    return Verdict(cti, status, iss, iat, exp, version, binding)
+    return Verdict(cti, status, iss, iat, exp, version, binding, params)
 
 
-def decode_token(token: str) -> tuple[cose.Sign1, Verdict]:
-    """Parse a token's text form into its COSE parts and claims; nothing is verified."""
+def _binding_params(value: Any) -> BindingParameters:
+    if not isinstance(value, list) or len(value) != 3:
+        raise MalformedError("token: binding parameters must be [memory_kib, iterations, lanes]")
+    params = BindingParameters(*value)
+    try:
+        params.check()
+    except ValueError as e:
+        raise MalformedError(f"token: binding parameters: {e}") from None
+    return params
+
+
+def token_bytes(token: str) -> bytes:
+    """The COSE_Sign1 bytes of a token's text form (``SC1:`` + base45); nothing verified."""
     if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
         raise MalformedError("token: too long")
     token = token.strip()
     if not token.startswith(TOKEN_PREFIX):
         raise MalformedError("token: must start with SC1:")
     try:
-        data = b45decode(token[len(TOKEN_PREFIX) :])
+        return b45decode(token[len(TOKEN_PREFIX) :])
     except ValueError as e:
         raise MalformedError("token: not base45") from e
+
+
+def decode_token(token: str | bytes) -> tuple[cose.Sign1, Verdict]:
+    """Parse a token (its text form, or its COSE_Sign1 bytes) into its COSE parts and
+    claims; nothing is verified."""
+    data = token if isinstance(token, bytes) else token_bytes(token)
     sign1 = cose.decode_sign1(data, max_size=MAX_TOKEN_BYTES)
     if set(sign1.protected) != {cose.HEADER_ALG, cose.HEADER_KID}:
         raise MalformedError("token: protected header must hold exactly alg and kid")

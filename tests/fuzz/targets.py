@@ -36,9 +36,10 @@ from staycheck.geo.itinerary import DEFAULT_LIMITS, Status, validate
 from staycheck.geo.matching import evaluate
 from staycheck.server.service import stays_from_proto
 from staycheck.trust.base45 import ALPHABET, b45decode, b45encode
+from staycheck.trust.binding import BindingParameters
 from staycheck.trust.keys import Ed25519Signer, KeySet, PublicKey, VerdictKeySet
 from staycheck.trust.verdict import TokenSigner, Verdict, issue_verdict
-from staycheck.trust.verifier import verify_token
+from staycheck.trust.verifier import NO_BINDING_CHECK, verify_token
 from staycheck.v1 import verification_pb2 as pb
 
 from tests.helpers import DAY, HOUR, NOW, TJ_LAT, TJ_LON, collection, square_feature
@@ -196,7 +197,18 @@ def requests(draw: Callable[..., Any]) -> pb.SubmitItineraryRequest:
     else:
         items = draw(st.lists(stays(), max_size=12))
     binding = draw(st.one_of(st.just(b""), st.binary(min_size=32, max_size=32), st.binary()))
-    return pb.SubmitItineraryRequest(itinerary=pb.Itinerary(stays=items), subject_binding=binding)
+    request = pb.SubmitItineraryRequest(
+        itinerary=pb.Itinerary(stays=items), subject_binding=binding
+    )
+    if draw(st.booleans()):
+        request.binding_parameters.CopyFrom(
+            pb.BindingParameters(
+                memory_kib=draw(st.integers(0, 2**32 - 1)),
+                iterations=draw(st.integers(0, 2**32 - 1)),
+                lanes=draw(st.integers(0, 2**32 - 1)),
+            )
+        )
+    return request
 
 
 def seed_requests() -> list[bytes]:
@@ -235,6 +247,7 @@ VERDICT = issue_verdict(
     riskset_version=3,
     bundle_expires_at=NOW + DAY,
     binding=bytes(range(32)),
+    binding_params=BindingParameters(),
 )
 TOKEN = TokenSigner(SIGNER).sign(VERDICT)
 
@@ -242,7 +255,7 @@ TOKEN = TokenSigner(SIGNER).sign(VERDICT)
 def token_path(text: str, *, now: int = NOW + HOUR) -> Verdict | None:
     """Verify ``text``; None when refused. An accepted token must say what was signed."""
     try:
-        verdict = verify_token(text, KEYS, now=now)
+        verdict = verify_token(text, KEYS, now=now, identity=NO_BINDING_CHECK)
     except SignedDataError as e:
         body = text.strip()[4:]
         if len(body) >= 24:

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from staycheck.cli.samples import feature, rfc3339, square
+from staycheck.trust import base45
 from staycheck.trust.keys import Ed25519Signer
 
 from tests import harness
@@ -561,31 +562,49 @@ def test_keys_prints_an_ed25519_jwks(main_jwks):
 # --- submit --subject-id, keys, verify ----------------------------------------------------
 
 
-def test_submit_with_subject_id_prints_a_salt(bound_verdict):
+def test_submit_with_subject_id_prints_a_presentation_with_the_salt(bound_verdict):
     assert bound_verdict["status"] == "REVIEW_REQUIRED"
     assert re.fullmatch(r"[0-9a-f]{32}", bound_verdict["salt"])
     assert SUBJECT_ID not in json.dumps(bound_verdict)
+    # docs/formats.md: SCP1: + base45(token bytes || salt), the token alone beside it.
+    presentation = bound_verdict["presentation"]
+    assert presentation.startswith("SCP1:") and BASE45.fullmatch(presentation)
+    body = base45.b45decode(presentation[len("SCP1:") :])
+    token = base45.b45decode(bound_verdict["token"][len("SC1:") :])
+    assert body == token + bytes.fromhex(bound_verdict["salt"])
+
+
+def verify(
+    *args: str | os.PathLike[str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run("verify", *args, stdin=stdin)
+
+
+def lines_of(r: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """``verify``'s text output: a status line, then ``name: value`` lines."""
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    first, *rest = r.stdout.splitlines()
+    out = dict(line.split(": ", 1) for line in rest)
+    out["status"] = first
+    return out
 
 
 def test_verify_accepts_the_bearers_verdict(main_jwks, bound_verdict, now):
-    r = run(
-        "verify",
-        bound_verdict["token"],
+    r = verify(
+        bound_verdict["presentation"],
         "--keys",
         main_jwks,
         "--subject-id",
-        SUBJECT_ID,
-        "--salt",
-        bound_verdict["salt"],
+        SUBJECT_ID.lower(),  # the check character x may be written either way
         "--min-riskset-version",
         "1",
     )
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
-    assert out["status"] == "REVIEW_REQUIRED"
+    out = lines_of(r)
+    assert out["status"] == "弹窗 REVIEW_REQUIRED"
+    assert out["binding"] == "checked"
     assert out["issuer"] == ISSUER
-    assert out["riskset_version"] == 1
-    iat, exp = parse_time(out["issued_at"]), parse_time(out["expires_at"])
+    assert out["risk-area version"] == "1"
+    iat, exp = parse_time(out["issued at"]), parse_time(out["expires at"])
     # iat is rounded to a coarse bucket: minutes, never seconds.
     assert iat % 60 == 0
     assert now - 15 * 60 <= iat <= int(time.time())
@@ -594,28 +613,168 @@ def test_verify_accepts_the_bearers_verdict(main_jwks, bound_verdict, now):
     assert exp <= now + 2 * DAY
 
 
-def test_verify_reads_the_token_from_stdin(main_jwks, bound_verdict):
-    r = run("verify", "-", "--keys", main_jwks, stdin=bound_verdict["token"] + "\n")
+def test_verify_json_says_what_was_checked(main_jwks, bound_verdict):
+    r = verify(
+        bound_verdict["presentation"], "--keys", main_jwks, "--subject-id", SUBJECT_ID, "--json"
+    )
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["status"] == "REVIEW_REQUIRED"
+    out = json.loads(r.stdout)
+    assert (out["status"], out["binding"], out["issuer"]) == ("REVIEW_REQUIRED", "checked", ISSUER)
+    assert "bound" not in out
 
 
-def test_verify_refuses_another_subject(main_jwks, bound_verdict):
-    r = run(
-        "verify",
+def test_verify_of_a_bound_verdict_without_an_identity_choice_is_refused(main_jwks, bound_verdict):
+    """A clerk who forgot --subject-id is told how to proceed; nothing reads as "checked"."""
+    line = one_line_refusal(verify(bound_verdict["presentation"], "--keys", main_jwks))
+    assert "--subject-id" in line and "--no-binding-check" in line
+
+
+def test_verify_with_no_binding_check_says_not_checked(main_jwks, bound_verdict):
+    r = verify(bound_verdict["presentation"], "--keys", main_jwks, "--no-binding-check")
+    assert lines_of(r)["binding"] == "not checked"
+
+
+def test_verify_of_an_unbound_verdict_says_none(tmp_path, main_server, main_jwks, now):
+    it = write_itinerary(tmp_path / "it.json", stay("110100", now - 14 * DAY, now, BJ))
+    out = main_server.submit_ok(it)
+    assert "salt" not in out
+    assert lines_of(verify(out["presentation"], "--keys", main_jwks))["binding"] == "none"
+    # Asked to check the identity, an unbound verdict cannot pass.
+    line = one_line_refusal(
+        verify(out["presentation"], "--keys", main_jwks, "--subject-id", SUBJECT_ID)
+    )
+    assert "binding mismatch" in line
+
+
+def test_verify_reads_the_presentation_from_stdin(main_jwks, bound_verdict):
+    stdin = bound_verdict["presentation"] + "\n"
+    r = verify("-", "--keys", main_jwks, "--subject-id", SUBJECT_ID, stdin=stdin)
+    assert lines_of(r)["binding"] == "checked"
+
+
+def test_verify_a_bare_token_with_its_salt(main_jwks, bound_verdict):
+    r = verify(
         bound_verdict["token"],
         "--keys",
         main_jwks,
         "--subject-id",
-        "110105194912310037",
+        SUBJECT_ID,
         "--salt",
         bound_verdict["salt"],
     )
-    assert "binding" in one_line_refusal(r)
+    assert lines_of(r)["binding"] == "checked"
+
+
+def test_verify_refuses_another_subject(main_jwks, bound_verdict):
+    r = verify(
+        bound_verdict["presentation"], "--keys", main_jwks, "--subject-id", "110105194912310037"
+    )
+    assert "binding mismatch" in one_line_refusal(r)
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--salt", "00" * 16], "--salt goes with --subject-id"),
+        (["--subject-id", SUBJECT_ID, "--no-binding-check"], "exclude each other"),
+        (["--subject-id", SUBJECT_ID, "--salt", "00" * 16], "carries its salt"),
+        (["--subject-id", "  "], "--subject-id"),
+    ],
+    ids=["salt-alone", "both-choices", "salt-twice", "blank-id"],
+)
+def test_verify_usage_errors(main_jwks, bound_verdict, extra, needle):
+    r = verify(bound_verdict["presentation"], "--keys", main_jwks, *extra)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert needle in r.stderr
+
+
+def test_verify_warns_when_the_key_set_is_older_than_its_refresh_interval(main_jwks, bound_verdict):
+    """The key set says how often to fetch it (6 h by default); a new key is published 24 h
+    before it signs, so a verifier that keeps to the interval never meets an unknown key."""
+    jwks = json.loads(main_jwks.read_text())
+    assert jwks["refresh_interval_s"] == 6 * HOUR
+    fresh = verify(bound_verdict["presentation"], "--keys", main_jwks, "--no-binding-check")
+    assert fresh.returncode == 0 and fresh.stderr == ""
+    late = jwks["published_at"] + 7 * HOUR
+    r = verify(
+        bound_verdict["presentation"], "--keys", main_jwks, "--no-binding-check", "--at", str(late)
+    )
+    assert r.returncode == 0, r.stderr  # a warning, not a refusal
+    assert "warning" in r.stderr and "every 6 h" in r.stderr and "staycheck keys" in r.stderr
+
+
+# --- the QR code: submit --qr, verify --qr ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bound_qr(
+    home: pathlib.Path, main_server: Served, now: int
+) -> tuple[pathlib.Path, dict[str, Any]]:
+    it = write_itinerary(
+        home / "qr.json", stay("120100", now - 3 * DAY, now - 3 * DAY + 6 * HOUR, TJ)
+    )
+    png = home / "v.png"
+    return png, main_server.submit_ok(it, "--subject-id", SUBJECT_ID, "--qr", png)
+
+
+def test_the_qr_round_trip_checks_the_bearer(main_jwks, bound_qr):
+    """Issue 10, done when: submit --qr v.png, verify --qr v.png with the right ID exits 0
+    with "binding: checked", with another ID 1 "binding mismatch", without an ID 1 and says
+    how to proceed."""
+    png, _ = bound_qr
+    ok = verify("--qr", png, "--keys", main_jwks, "--subject-id", SUBJECT_ID)
+    assert "binding: checked" in ok.stdout.splitlines()
+    other = verify("--qr", png, "--keys", main_jwks, "--subject-id", "110105194912310037")
+    assert "binding mismatch" in one_line_refusal(other)
+    neither = one_line_refusal(verify("--qr", png, "--keys", main_jwks))
+    assert "--subject-id" in neither
+
+
+def test_the_qr_holds_the_printed_presentation(bound_qr):
+    png, out = bound_qr
+    from staycheck.client.qr import read_qr
+
+    assert read_qr(png) == out["presentation"]
+
+
+def test_submit_qr_svg_and_terminal(tmp_path, main_server, now):
+    it = write_itinerary(tmp_path / "it.json", stay("110100", now - 14 * DAY, now, BJ))
+    out = main_server.submit_ok(it, "--qr", tmp_path / "v.svg")
+    assert (tmp_path / "v.svg").read_text().lstrip().startswith("<?xml")
+    assert out["presentation"].startswith("SCP1:")
+    drawn = main_server.submit(it, "--qr", "-")
+    assert drawn.returncode == 0, drawn.stderr
+    lines = drawn.stdout.splitlines()
+    assert set("".join(lines[:-1])) <= {" ", "\u2580", "\u2584", "\u2588"}
+    assert lines[-1] == "未见异常 NO_ABNORMALITY"
+
+
+def test_submit_qr_refuses_another_image_type_before_submitting(tmp_path, main_server, now):
+    it = write_itinerary(tmp_path / "it.json", stay("110100", now - 14 * DAY, now, BJ))
+    r = main_server.submit(it, "--qr", tmp_path / "v.gif")
+    assert r.returncode == 2
+    assert ".png or .svg" in r.stderr
+    assert not (tmp_path / "v.gif").exists()
+
+
+def test_verify_qr_of_a_picture_without_a_code(tmp_path, main_jwks):
+    from PIL import Image
+
+    Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
+    r = verify("--qr", tmp_path / "blank.png", "--keys", main_jwks, "--no-binding-check")
+    assert "no readable QR code" in r.stderr
+    assert r.returncode == 1
 
 
 def test_verify_refuses_a_stale_riskset_version(main_jwks, bound_verdict):
-    r = run("verify", bound_verdict["token"], "--keys", main_jwks, "--min-riskset-version", "2")
+    r = verify(
+        bound_verdict["presentation"],
+        "--keys",
+        main_jwks,
+        "--no-binding-check",
+        "--min-riskset-version",
+        "2",
+    )
     assert "stale" in one_line_refusal(r)
 
 
@@ -644,7 +803,7 @@ def test_verify_refuses_a_token_under_another_servers_keys(
         tmp_path, bundle=bundle, authority_key=authority.public, state_dir=tmp_path / "state"
     ) as other:
         other.keys(tmp_path / "other-jwks.json")
-    r = run("verify", bound_verdict["token"], "--keys", tmp_path / "other-jwks.json")
+    r = verify(bound_verdict["presentation"], "--keys", tmp_path / "other-jwks.json")
     assert "unknown key" in one_line_refusal(r)
 
 
@@ -742,7 +901,7 @@ def test_reload_adopts_a_newer_bundle_and_refuses_an_older_one(tmp_path, authori
 
         # The verdict says the same offline.
         s.keys(tmp_path / "jwks.json")
-        r = run("verify", out["token"], "--keys", tmp_path / "jwks.json")
+        r = run("verify", out["token"], "--keys", tmp_path / "jwks.json", "--json")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["riskset_version"] == 2
 

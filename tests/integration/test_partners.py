@@ -30,7 +30,7 @@ from staycheck.client.files import load_trust_store
 from staycheck.geo.errors import BadSignatureError, ConfigurationError, UnknownKeyError
 from staycheck.geo.itinerary import Status
 from staycheck.server.config import ServerConfig
-from staycheck.server.keystore import INDEX_FILE, KEYS_DIR, VerdictKeyStore
+from staycheck.server.keystore import INDEX_FILE, KEYS_DIR, ROTATION_GRACE_S, VerdictKeyStore
 from staycheck.trust import cose
 from staycheck.trust.base45 import b45decode, b45encode
 from staycheck.trust.keys import Ed25519Signer, KeySet, P256Signer, VerdictKeySet
@@ -44,7 +44,7 @@ from staycheck.trust.verdict import (
     decode_token,
     issue_verdict,
 )
-from staycheck.trust.verifier import DEFAULT_SKEW_S, verify_token
+from staycheck.trust.verifier import DEFAULT_SKEW_S, NO_BINDING_CHECK, verify_token
 from staycheck.v1 import partner_pb2 as ppb
 from staycheck.v1 import partner_pb2_grpc as ppb_grpc
 from staycheck.v1 import verification_pb2 as pb
@@ -95,6 +95,7 @@ ISSUED_AT = NOW - NOW % IAT_BUCKET_S
 EXPIRES_AT = ISSUED_AT + MAX_TTL_S
 BINDING = bytes(range(32))
 OTHER_BINDING = bytes(range(1, 33))
+SUBJECT_ID = "11010519491231002X"  # GB 11643's example number
 
 TIANJIN = PartnerEntry(
     "tianjin",
@@ -452,7 +453,7 @@ def test_public_listener_serves_tls(beijing):
         response = c.submit(RISKY)
         keys = c.verdict_keys()
     assert response.status == REVIEW_REQUIRED
-    verdict = verify_token(response.token, keys, now=NOW)
+    verdict = verify_token(response.token, keys, now=NOW, identity=NO_BINDING_CHECK)
     assert (verdict.issuer, verdict.status) == ("110000", Status.REVIEW_REQUIRED)
     # Plaintext, or TLS trusting another CA, does not get through.
     with grpc.insecure_channel(beijing.public_target) as ch:
@@ -525,6 +526,39 @@ def test_verify_verdict_refusals(beijing, tianjin):
         assert refused(token, min_riskset_version=2) == "stale bundle version"
 
 
+def test_verify_online_cli_checks_the_bearer_of_a_presentation(beijing, tianjin, tmp_path):
+    """``staycheck verify-online``: the same identity rule as ``verify``; the binding is
+    derived on the partner's side with the presentation's salt, never the ID sent."""
+    certs.write_pair(tmp_path, "tianjin", tianjin)
+    with beijing.new_client() as c:
+        bound = c.submit_for(RISKY, subject_id=SUBJECT_ID).presentation
+        unbound = c.submit_for(CLEAN, subject_id=None).presentation
+
+    def online(presentation: str, *flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*STAYCHECK, "verify-online", presentation, "--server", beijing.partner_target,
+             "--cert", str(tmp_path / "tianjin.pem"), "--key", str(tmp_path / "tianjin.key"),
+             "--ca", str(beijing.pki.ca_path), *flags],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    ok = online(bound, "--subject-id", SUBJECT_ID.lower())
+    assert ok.returncode == 0, ok.stderr
+    out = json.loads(ok.stdout)
+    assert (out["status"], out["binding"], out["issuer"]) == (
+        "REVIEW_REQUIRED",
+        "checked",
+        "110000",
+    )
+    other = online(bound, "--subject-id", "110105194912310037")
+    assert (other.returncode, other.stderr.strip()) == (1, "refused: binding mismatch")
+    neither = online(bound)
+    assert neither.returncode == 1 and "--no-binding-check" in neither.stderr
+    unchecked = online(bound, "--no-binding-check")
+    assert json.loads(unchecked.stdout)["binding"] == "not checked"
+    assert json.loads(online(unbound).stdout)["binding"] == "none"
+
+
 # --- bulk ---------------------------------------------------------------------------------
 
 BATCH_SIZE = 10_000
@@ -581,7 +615,9 @@ def test_batch_of_ten_thousand_with_invalid_items(beijing, tianjin):
         keys = VerdictKeySet(KeySet.from_jwks(_jwks(beijing)))
         for i in range(0, BATCH_SIZE, 997):
             if i not in INVALID_ITEMS:
-                verdict = verify_token(responses[i].verdict.token, keys, now=NOW)
+                verdict = verify_token(
+                    responses[i].verdict.token, keys, now=NOW, identity=NO_BINDING_CHECK
+                )
                 assert int(verdict.status) == responses[i].verdict.status
 
         # Bulk verification: a few hundred tokens, some tampered, answered in order.
@@ -698,15 +734,15 @@ def test_federation_of_issuers_through_the_trust_store(tmp_path):
 
     # The offline verifier with the same trust store file says the same.
     trust = load_trust_store(store)
-    assert verify_token(token_a, trust, now=NOW).issuer == "120000"
-    assert verify_token(token_es256, trust, now=NOW).issuer == "130000"
+    assert verify_token(token_a, trust, now=NOW, identity=NO_BINDING_CHECK).issuer == "120000"
+    assert verify_token(token_es256, trust, now=NOW, identity=NO_BINDING_CHECK).issuer == "130000"
     for token, error in [
         (token_c, UnknownKeyError),
         (token_c_as_a, UnknownKeyError),
         (token_ed_as_es256, BadSignatureError),
     ]:
         with pytest.raises(error):
-            verify_token(token, trust, now=NOW)
+            verify_token(token, trust, now=NOW, identity=NO_BINDING_CHECK)
 
 
 def _toml_inline(jwk: dict[str, Any]) -> str:
@@ -727,6 +763,8 @@ def test_rotation_while_a_client_is_submitting(tmp_path):
         bundle=spec_bundle(authority),
         clock=clock,
         reload_interval_s=0.05,
+        key_publish_ahead_s=300,  # the next key may start signing 5 minutes after start
+        key_refresh_interval_s=60,
     ) as s:
         tokens: list[str] = []
         failures: list[BaseException] = []
@@ -757,8 +795,12 @@ def test_rotation_while_a_client_is_submitting(tmp_path):
         try:
             wait_for(lambda: len(tokens) >= 20, "tokens before the rotation")
             old_kid = kid(tokens[0])
-            new_kid = VerdictKeyStore(s.state_dir, issuer="110000").rotate(now=clock())
+            rotation = VerdictKeyStore(s.state_dir, issuer="110000").rotate(
+                now=clock(), publish_ahead_s=300
+            )
+            new_kid = rotation.kid
             assert new_kid != old_kid
+            clock.now = rotation.signs_from  # the new key signs from its scheduled time on
             wait_for(lambda: kid(tokens[-1]) == new_kid, "a token with the new kid")
             seen = len(tokens)
             wait_for(lambda: len(tokens) >= seen + 20, "tokens after the rotation")
@@ -775,11 +817,11 @@ def test_rotation_while_a_client_is_submitting(tmp_path):
 
         jwks = json.loads(_jwks(s))
         by_kid = {k["kid"]: k for k in jwks["keys"]}
-        assert set(by_kid) == {old_kid, new_kid}
+        assert set(by_kid) == {old_kid, new_kid, rotation.pending_kid}
         assert "exp" in by_kid[old_kid] and "exp" not in by_kid[new_kid]
         keys = VerdictKeySet(KeySet.from_jwks(json.dumps(jwks)))
         for t in tokens:  # old tokens still verify offline; new ones too
-            assert verify_token(t, keys, now=clock()).issuer == "110000"
+            assert verify_token(t, keys, now=clock(), identity=NO_BINDING_CHECK).issuer == "110000"
 
         # The old key stays published while a verdict it signed may still be valid, and
         # drops out once all have expired (plus the verifier's clock skew).
@@ -787,14 +829,16 @@ def test_rotation_while_a_client_is_submitting(tmp_path):
         clock.now = last_old_expiry
         assert old_kid in {k["kid"] for k in json.loads(_jwks(s))["keys"]}
         clock.now = by_kid[old_kid]["exp"] + MAX_TTL_S + DEFAULT_SKEW_S + 1
-        assert {k["kid"] for k in json.loads(_jwks(s))["keys"]} == {new_kid}
+        assert {k["kid"] for k in json.loads(_jwks(s))["keys"]} == {new_kid, rotation.pending_kid}
 
 
 def test_keys_rotate_cli_on_a_stopped_state_dir(tmp_path):
     state = tmp_path / "state"
     store = VerdictKeyStore(state, issuer="110000")
     store.load_or_create(now=int(time.time()))
-    old_kid = store.active_kid
+    old_kid = store.signing_key(now=int(time.time())).kid
+    new_kid = store.pending_kid  # published since the first start; it signs next
+    assert new_kid is not None
     r = subprocess.run(
         [*STAYCHECK, "keys", "rotate", "--state-dir", str(state)],
         capture_output=True,
@@ -805,20 +849,21 @@ def test_keys_rotate_cli_on_a_stopped_state_dir(tmp_path):
     assert r.returncode == 0, r.stderr
     index = json.loads((state / INDEX_FILE).read_text())
     kids = [k["kid"] for k in index["keys"]]
-    assert len(kids) == 2 and old_kid in kids
-    new_kid = index["active"]
-    assert new_kid != old_kid and new_kid in kids
-    assert new_kid in r.stdout
+    fresh_kid = index["pending"]  # a fresh pending key, for the rotation after this one
+    assert len(kids) == 3 and set(kids) == {old_kid, new_kid, fresh_kid}
+    assert new_kid in r.stdout and fresh_kid in r.stdout
     records = {k["kid"]: k for k in index["keys"]}
-    assert records[old_kid]["not_after"] is not None  # the old key's window now ends
+    switch = records[new_kid]["not_before"]
+    # The old key's window now ends a grace after the switch.
+    assert records[old_kid]["not_after"] == switch + ROTATION_GRACE_S
     assert records[new_kid]["not_after"] is None
-    key_file = state / KEYS_DIR / f"{new_kid}.pem"
+    key_file = state / KEYS_DIR / f"{fresh_kid}.pem"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    # A server starting on this state dir signs with the new key.
+    # A server starting on this state dir signs with the new key from the switch on.
     reloaded = VerdictKeyStore(state, issuer="110000")
     reloaded.load_or_create(now=int(time.time()))
-    assert reloaded.active_kid == new_kid
-    assert reloaded.token_signer().kid.hex() == new_kid
+    assert reloaded.token_signer(now=switch - 1).kid.hex() == old_kid
+    assert reloaded.token_signer(now=switch).kid.hex() == new_kid
 
 
 def test_stream_messages_carry_many_items_and_indexes_run_across_them(beijing, tianjin):

@@ -47,7 +47,10 @@ def test_readme_examples_run_as_written(tmp_path):
     folder = tmp_path / "example"
     verdict = (folder / "verdict.json").read_text()
     assert '"status": "REVIEW_REQUIRED"' in verdict
-    # verify printed the verdict with its issuer.
+    # verify read the QR and the piped text, and checked the identity both times.
+    assert result.stdout.count("弹窗 REVIEW_REQUIRED\nbinding: checked\nissuer: 110000\n") == 2
+    assert (folder / "verdict.png").read_bytes().startswith(b"\x89PNG")
+    # verify-online printed the verdict with its issuer.
     assert '"issuer": "110000"' in result.stdout
     lines = (folder / "results.jsonl").read_text().splitlines()
     assert len(lines) == 3

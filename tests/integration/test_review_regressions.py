@@ -15,7 +15,7 @@ from staycheck.geo.matching import evaluate
 from staycheck.server.config import build_config
 from staycheck.trust.keys import Ed25519Signer, KeySet, PublicKey, VerdictKeySet
 from staycheck.trust.verdict import TokenSigner, Verdict
-from staycheck.trust.verifier import verify_token
+from staycheck.trust.verifier import NO_BINDING_CHECK, verify_token
 
 from tests.helpers import DAY, HOUR, NOW, TJ_LAT, TJ_LON, running_server, spec_bundle
 
@@ -94,10 +94,12 @@ def test_verifier_refuses_a_lifetime_over_24_hours():
     )
     forever = Verdict(b"\x01" * 16, Status.NO_ABNORMALITY, "110000", NOW, NOW + 365 * DAY, 1)
     with pytest.raises(MalformedError):
-        verify_token(TokenSigner(signer).sign(forever), keys, now=NOW + HOUR)
+        verify_token(
+            TokenSigner(signer).sign(forever), keys, now=NOW + HOUR, identity=NO_BINDING_CHECK
+        )
     backwards = Verdict(b"\x02" * 16, Status.NO_ABNORMALITY, "110000", NOW, NOW - 1, 1)
     with pytest.raises(MalformedError):
-        verify_token(TokenSigner(signer).sign(backwards), keys, now=NOW)
+        verify_token(TokenSigner(signer).sign(backwards), keys, now=NOW, identity=NO_BINDING_CHECK)
 
 
 @pytest.mark.parametrize("interval", [0, -1, 60, 300])

@@ -266,8 +266,8 @@ def test_state_dir_key_files_are_private(spec_server):
     state = spec_server.root / "state"
     assert state.stat().st_mode & 0o777 == 0o700
     pems = list((state / "verdict-keys").glob("*.pem"))
-    assert len(pems) == 1
-    assert pems[0].stat().st_mode & 0o777 == 0o600
+    assert len(pems) == 2  # the signing key and the pending next key
+    assert all(pem.stat().st_mode & 0o777 == 0o600 for pem in pems)
 
 
 # --- privacy, in process (the subprocess canary test is in tests/privacy) ---------------

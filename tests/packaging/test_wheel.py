@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import pytest
 from staycheck.geo.itinerary import Status
-from staycheck.trust.binding import compute_binding
+from staycheck.trust.binding import DEFAULT_PARAMETERS, compute_binding
 from staycheck.trust.keys import Ed25519Signer, KeySet
+from staycheck.trust.presentation import present
 from staycheck.trust.verdict import TokenSigner, issue_verdict
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -104,7 +105,7 @@ def test_the_documented_check_imports_trust_and_geo(installed: Installed):
 
 @pytest.fixture
 def token_and_keys(tmp_path: pathlib.Path) -> tuple[str, pathlib.Path, str]:
-    """A real verdict made with this checkout's issuer code, its JWKS file, and the salt."""
+    """A real bound verdict's presentation (token and salt), and its JWKS file."""
     signer = Ed25519Signer.generate()
     salt = bytes(range(16))
     verdict = issue_verdict(
@@ -114,27 +115,29 @@ def token_and_keys(tmp_path: pathlib.Path) -> tuple[str, pathlib.Path, str]:
         riskset_version=7,
         bundle_expires_at=int(time.time()) + 7200,
         binding=compute_binding("11010519491231002X", salt),
+        binding_params=DEFAULT_PARAMETERS,
     )
     token = TokenSigner(signer).sign(verdict)
     jwks = tmp_path / "keys.json"
     jwks.write_text(KeySet([signer.public_key], issuer="110000").to_json())
-    return token, jwks, salt.hex()
+    return present(token, salt), jwks, salt.hex()
 
 
 def test_staycheck_verify_works_without_extras(installed: Installed, token_and_keys):
-    token, jwks, salt = token_and_keys
+    presentation, jwks, _ = token_and_keys
     result = _run(
-        [installed.staycheck, "verify", token, "--keys", str(jwks),
-         "--subject-id", "11010519491231002X", "--salt", salt]
+        [installed.staycheck, "verify", presentation, "--keys", str(jwks),
+         "--subject-id", "11010519491231002X", "--json"]
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["status"] == "REVIEW_REQUIRED"
+    assert out["binding"] == "checked"
     assert out["issuer"] == "110000"
     assert out["riskset_version"] == 7
     other = _run(
-        [installed.staycheck, "verify", token, "--keys", str(jwks),
-         "--subject-id", "110105194912310021", "--salt", salt]
+        [installed.staycheck, "verify", presentation, "--keys", str(jwks),
+         "--subject-id", "110105194912310021"]
     )  # fmt: skip
     assert other.returncode == 1
     assert "binding mismatch" in other.stderr
@@ -147,8 +150,9 @@ def test_staycheck_verify_works_without_extras(installed: Installed, token_and_k
         (["keys", "--server", "127.0.0.1:1"], "client"),
         (["authority", "inspect", "b.cose", "--authority-key", "a.pub"], "server"),
         (["serve", "--listen", "127.0.0.1:0"], "server"),
+        (["verify", "--qr", "v.png", "--keys", "k.json", "--no-binding-check"], "qr"),
     ],
-    ids=["submit", "keys", "authority", "serve"],
+    ids=["submit", "keys", "authority", "serve", "verify-qr"],
 )
 def test_a_command_without_its_extra_names_the_extra(
     installed: Installed, tmp_path: pathlib.Path, argv: list[str], extra: str
@@ -163,7 +167,7 @@ def test_a_command_without_its_extra_names_the_extra(
 def test_folders_named_like_ours_beside_a_script_change_nothing(
     installed: Installed, tmp_path: pathlib.Path, token_and_keys
 ):
-    token, jwks, _ = token_and_keys
+    presentation, jwks, _ = token_and_keys
     for name in ("server", "client", "geo", "trust", "cli"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text("raise ImportError('the wrong package')\n")
@@ -172,10 +176,13 @@ def test_folders_named_like_ours_beside_a_script_change_nothing(
     script.write_text(
         "import sys, time\n"
         "from staycheck.trust.keys import KeySet, VerdictKeySet\n"
-        "from staycheck.trust.verifier import verify_token\n"
+        "from staycheck.trust.presentation import read_presentation\n"
+        "from staycheck.trust.verifier import SubjectId, verify_token\n"
         "keys = VerdictKeySet(KeySet.from_jwks(open(sys.argv[2], 'rb').read()))\n"
-        "print(verify_token(sys.argv[1], keys, now=int(time.time())).status.name)\n"
+        "p = read_presentation(sys.argv[1])\n"
+        "identity = SubjectId('11010519491231002X', p.salt)\n"
+        "print(verify_token(p.token, keys, now=int(time.time()), identity=identity).status.name)\n"
     )
-    result = _run([installed.python, str(script), token, str(jwks)], cwd=tmp_path)
+    result = _run([installed.python, str(script), presentation, str(jwks)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "REVIEW_REQUIRED"

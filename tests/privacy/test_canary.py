@@ -336,7 +336,11 @@ def send_partner(
     and the whole error are what the refusal told the client."""
     out = Outcome()
     items = [
-        ppb.ItineraryItem(itinerary=r.itinerary, subject_binding=r.subject_binding)
+        ppb.ItineraryItem(
+            itinerary=r.itinerary,
+            subject_binding=r.subject_binding,
+            binding_parameters=r.binding_parameters if r.subject_binding else None,
+        )
         for r in p.requests
     ]
     per_stream = sum(MESSAGE_SIZES)

@@ -47,6 +47,7 @@ from tests.helpers import (
 )
 
 BINDING = bytes.fromhex("5c" * 16 + "a7" * 16)  # a marker: no other test uses it
+BINDING_PARAMETERS = pb.BindingParameters(memory_kib=65536, iterations=2, lanes=4)
 
 
 def marker_lat(i: int) -> float:
@@ -85,10 +86,11 @@ def requests(n: int, *, offset: int = 0) -> list[pb.SubmitItineraryRequest]:
                 broken.location.latitude, broken.location.longitude = math.nan, TJ_LON
             else:
                 broken.city_code = "12O100"
-        binding = BINDING if i % 2 else b""
-        out.append(
-            pb.SubmitItineraryRequest(itinerary=pb.Itinerary(stays=stays), subject_binding=binding)
-        )
+        request = pb.SubmitItineraryRequest(itinerary=pb.Itinerary(stays=stays))
+        if i % 2:
+            request.subject_binding = BINDING
+            request.binding_parameters.CopyFrom(BINDING_PARAMETERS)
+        out.append(request)
     return out
 
 
@@ -224,11 +226,13 @@ def test_claims_are_exactly_the_allowlist(spec_server, binding):
     claims = cbor2.loads(sign1.payload)
     assert set(claims) == {1, 4, 6, 7, -65537}
     private = claims[-65537]
-    assert set(private) <= {1, 2, 3}
-    assert set(private) == ({1, 2, 3} if binding else {1, 2})
+    # docs/formats.md: status, bundle version, and for a bound verdict the binding with the
+    # Argon2id parameters it was derived with (the client's defaults: 64 MiB, 2, 4).
+    assert set(private) == ({1, 2, 3, 4} if binding else {1, 2})
     assert private[1] == int(Status.REVIEW_REQUIRED) and private[2] == 1
     if binding:
         assert private[3] == binding
+        assert private[4] == [65536, 2, 4]
     assert claims[1] == "110000"
     assert isinstance(claims[7], bytes) and len(claims[7]) == 16
     # iat rounded down to a 5-minute bucket, so it cannot be joined with access logs.

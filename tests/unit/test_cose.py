@@ -37,6 +37,7 @@ def test_verdict_claims_are_encoded_deterministically(binding):
     # Signing encodes the claims without cbor2's canonical mode, relying on their order;
     # the bytes must be those of RFC 8949 section 4.2.1 deterministic encoding.
     from staycheck.geo.itinerary import Status
+    from staycheck.trust.binding import BindingParameters
     from staycheck.trust.verdict import issue_verdict
 
     verdict = issue_verdict(
@@ -46,6 +47,7 @@ def test_verdict_claims_are_encoded_deterministically(binding):
         riskset_version=2**40,
         bundle_expires_at=1_795_100_000,
         binding=binding,
+        binding_params=BindingParameters() if binding else None,
     )
     claims = verdict.claims()
     assert cbor2.dumps(claims) == cbor2.dumps(claims, canonical=True)

@@ -7,12 +7,11 @@ Expected values come from SPEC.md ("Verdict", "Privacy promises"), docs/formats.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import argon2.low_level
 import cbor2
 import pytest
 from staycheck.geo.errors import (
@@ -26,7 +25,13 @@ from staycheck.geo.errors import (
 )
 from staycheck.geo.itinerary import Status
 from staycheck.trust import base45, cose
-from staycheck.trust.binding import BINDING_LENGTH, SALT_LENGTH, binding_matches, compute_binding
+from staycheck.trust.binding import (
+    BINDING_LENGTH,
+    SALT_LENGTH,
+    BindingParameters,
+    binding_matches,
+    compute_binding,
+)
 from staycheck.trust.bundles import sign_bundle
 from staycheck.trust.keys import Ed25519Signer, KeySet, PublicKey, VerdictKeySet
 from staycheck.trust.verdict import (
@@ -35,7 +40,14 @@ from staycheck.trust.verdict import (
     Verdict,
     issue_verdict,
 )
-from staycheck.trust.verifier import DEFAULT_SKEW_S, reason, verify_token
+from staycheck.trust.verifier import (
+    DEFAULT_SKEW_S,
+    NO_BINDING_CHECK,
+    SubjectBinding,
+    SubjectId,
+    reason,
+    verify_token,
+)
 
 from tests.helpers import DAY, HOUR, NOW
 
@@ -53,9 +65,25 @@ ID_NUMBER = "11010519491231002X"  # the example resident ID number of GB 11643
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"  # RFC 9285, table 1
 
 
-def binding_of(id_number: str, salt: bytes = SALT) -> bytes:
-    """docs/formats.md: HMAC-SHA256(key = salt, message = id trimmed and upper-cased)."""
-    return hmac.new(salt, id_number.strip().upper().encode(), hashlib.sha256).digest()
+# The cheapest parameters a token may name (docs/formats.md: memory at least 19 MiB, memory
+# x passes at least 38 MiB): tests derive many bindings.
+FAST = BindingParameters(memory_kib=19 * 1024, iterations=2, lanes=1)
+
+
+def binding_of(id_number: str, salt: bytes = SALT, params: BindingParameters = FAST) -> bytes:
+    """docs/formats.md: Argon2id (RFC 9106, version 0x13) of the ID number trimmed and
+    upper-cased, with the salt, 32 bytes; computed here by the reference C implementation
+    (argon2-cffi), not by the library the code uses."""
+    return argon2.low_level.hash_secret_raw(
+        id_number.strip().upper().encode(),
+        salt,
+        time_cost=params.iterations,
+        memory_cost=params.memory_kib,
+        parallelism=params.lanes,
+        hash_len=32,
+        type=argon2.low_level.Type.ID,
+        version=0x13,
+    )
 
 
 BINDING = binding_of(ID_NUMBER)
@@ -82,6 +110,7 @@ def make_token(
     issuer: str = ISSUER,
     version: int = VERSION,
     binding: bytes = BINDING,
+    params: BindingParameters = FAST,
 ) -> tuple[str, Verdict]:
     verdict = issue_verdict(
         status,
@@ -90,6 +119,7 @@ def make_token(
         riskset_version=version,
         bundle_expires_at=BUNDLE_EXPIRES,
         binding=binding,
+        binding_params=params if binding else None,
     )
     return TokenSigner(signer).sign(verdict), verdict
 
@@ -107,7 +137,10 @@ def claims_of(verdict: Verdict) -> dict[int, Any]:
     """The claims map of docs/formats.md, written out here rather than taken from the code."""
     sc: dict[int, Any] = {1: int(verdict.status), 2: verdict.riskset_version}
     if verdict.binding:
+        assert verdict.binding_params is not None
+        p = verdict.binding_params
         sc[3] = verdict.binding
+        sc[4] = [p.memory_kib, p.iterations, p.lanes]
     return {
         1: verdict.issuer,
         4: verdict.expires_at,
@@ -151,7 +184,7 @@ def test_round_trip(signer, status):
         token,
         verdict_keys(signer),
         now=NOW,
-        subject_binding=BINDING,
+        identity=SubjectBinding(BINDING),
         min_riskset_version=VERSION,
     )
     assert verdict == issued
@@ -164,7 +197,7 @@ def test_round_trip(signer, status):
 
 def test_round_trip_unbound_token(signer):
     token, _ = make_token(signer, binding=b"")
-    verdict = verify_token(token, verdict_keys(signer), now=NOW)
+    verdict = verify_token(token, verdict_keys(signer), now=NOW, identity=NO_BINDING_CHECK)
     assert verdict.binding == b""
 
 
@@ -172,7 +205,7 @@ def test_hand_built_token_verifies(signer):
     """The hand-built tokens of the reject table differ from this one in one thing only."""
     _, issued = make_token(signer)
     token = hand_token(signer, claims_of(issued))
-    assert verify_token(token, verdict_keys(signer), now=NOW) == issued
+    assert verify_token(token, verdict_keys(signer), now=NOW, identity=NO_BINDING_CHECK) == issued
 
 
 def test_token_layout_is_the_documented_one(signer):
@@ -197,38 +230,52 @@ def test_token_is_short_qr_alphanumeric_text(signer):
 def test_skew_boundaries_are_accepted(signer):
     token, issued = make_token(signer)
     keys = verdict_keys(signer)
-    assert verify_token(token, keys, now=issued.issued_at - SKEW) == issued
-    assert verify_token(token, keys, now=issued.expires_at + SKEW) == issued
+    assert (
+        verify_token(token, keys, now=issued.issued_at - SKEW, identity=NO_BINDING_CHECK) == issued
+    )
+    assert (
+        verify_token(token, keys, now=issued.expires_at + SKEW, identity=NO_BINDING_CHECK) == issued
+    )
     assert DEFAULT_SKEW_S == SKEW
 
 
 def test_key_valid_exactly_at_iat_is_accepted(signer):
     token, issued = make_token(signer)
     keys = verdict_keys(signer, not_before=issued.issued_at, not_after=issued.issued_at)
-    assert verify_token(token, keys, now=NOW) == issued
+    assert verify_token(token, keys, now=NOW, identity=NO_BINDING_CHECK) == issued
 
 
 def test_key_retired_after_iat_still_verifies_its_old_tokens(signer):
     """STYLE.md: an expired key may still verify old data."""
     token, issued = make_token(signer)
     keys = verdict_keys(signer, not_after=issued.issued_at + 60)
-    assert verify_token(token, keys, now=issued.issued_at + HOUR) == issued
+    assert (
+        verify_token(token, keys, now=issued.issued_at + HOUR, identity=NO_BINDING_CHECK) == issued
+    )
 
 
 def test_min_version_equal_to_the_token_is_accepted(signer):
     token, _ = make_token(signer)
-    assert verify_token(token, verdict_keys(signer), now=NOW, min_riskset_version=VERSION)
+    assert verify_token(
+        token, verdict_keys(signer), now=NOW, min_riskset_version=VERSION, identity=NO_BINDING_CHECK
+    )
 
 
 def test_surrounding_whitespace_is_tolerated(signer):
     token, issued = make_token(signer)
-    assert verify_token(f"  {token}\n", verdict_keys(signer), now=NOW) == issued
+    assert (
+        verify_token(f"  {token}\n", verdict_keys(signer), now=NOW, identity=NO_BINDING_CHECK)
+        == issued
+    )
 
 
 def test_key_set_with_several_keys(signer):
     other = Ed25519Signer.generate()
     token, issued = make_token(signer)
-    assert verify_token(token, verdict_keys(other, signer), now=NOW) == issued
+    assert (
+        verify_token(token, verdict_keys(other, signer), now=NOW, identity=NO_BINDING_CHECK)
+        == issued
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,12 +428,22 @@ def _iss_of_another_issuer_with_our_key(s: Ed25519Signer) -> Attack:
 
 def _binding_of_another_person(s: Ed25519Signer) -> Attack:
     token, _ = make_token(s, binding=binding_of("110105194912310029"))
-    return Attack(token, verdict_keys(s), {"subject_binding": BINDING})
+    return Attack(token, verdict_keys(s), {"identity": SubjectBinding(BINDING)})
+
+
+def _another_person_at_the_desk(s: Ed25519Signer) -> Attack:
+    token, _ = make_token(s)
+    return Attack(token, verdict_keys(s), {"identity": SubjectId("110105194912310029", SALT)})
 
 
 def _unbound_token_when_binding_asked(s: Ed25519Signer) -> Attack:
     token, _ = make_token(s, binding=b"")
-    return Attack(token, verdict_keys(s), {"subject_binding": BINDING})
+    return Attack(token, verdict_keys(s), {"identity": SubjectBinding(BINDING)})
+
+
+def _unbound_token_when_id_checked(s: Ed25519Signer) -> Attack:
+    token, _ = make_token(s, binding=b"")
+    return Attack(token, verdict_keys(s), {"identity": SubjectId(ID_NUMBER, SALT)})
 
 
 def _stale_version(s: Ed25519Signer) -> Attack:
@@ -489,12 +546,51 @@ REJECTS: list[tuple[str, Callable[[Ed25519Signer], Attack], type[SignedDataError
         BindingMismatchError,
         "binding mismatch",
     ),
+    (
+        "another_person_at_the_desk",
+        _another_person_at_the_desk,
+        BindingMismatchError,
+        "binding mismatch",
+    ),
+    (
+        "unbound_token_id_checked",
+        _unbound_token_when_id_checked,
+        BindingMismatchError,
+        "binding mismatch",
+    ),
     ("stale_version", _stale_version, StaleVersionError, "stale bundle version"),
     ("expired_past_exp_plus_skew", _expired, ExpiredError, "expired"),
     ("not_yet_valid_before_iat_minus_skew", _not_yet_valid, ExpiredError, "expired"),
     ("claims_extra_key_sub", _claims(_set(2, "someone")), MalformedError, "malformed"),
     ("claims_extra_key_nbf", _claims(_set(5, NOW)), MalformedError, "malformed"),
-    ("claims_extra_staycheck_key_city", _claims(_set_sc(4, "120100")), MalformedError, "malformed"),
+    ("claims_extra_staycheck_key_city", _claims(_set_sc(5, "120100")), MalformedError, "malformed"),
+    ("iss_not_six_digits", _claims(_set(1, "1100000")), MalformedError, "malformed"),
+    ("iss_letters", _claims(_set(1, "BEIJIN")), MalformedError, "malformed"),
+    (
+        "iss_fullwidth_digits",
+        _claims(_set(1, "\uff11\uff11\uff10\uff10\uff10\uff10")),
+        MalformedError,
+        "malformed",
+    ),
+    ("claims_binding_without_params", _claims(_del_sc(4)), MalformedError, "malformed"),
+    ("claims_params_without_binding", _claims(_del_sc(3)), MalformedError, "malformed"),
+    # docs/formats.md: memory 19456..262144 KiB, passes 1..16, lanes 1..16, memory x passes
+    # 38912..524288: below the floor a screenshot is cheap to guess, above the ceiling a
+    # token could make a verifier spend seconds.
+    ("params_memory_below_floor", _claims(_set_sc(4, [19455, 4, 1])), MalformedError, "malformed"),
+    ("params_cost_below_floor", _claims(_set_sc(4, [19456, 1, 1])), MalformedError, "malformed"),
+    (
+        "params_memory_above_ceiling",
+        _claims(_set_sc(4, [262145, 1, 1])),
+        MalformedError,
+        "malformed",
+    ),
+    ("params_cost_above_ceiling", _claims(_set_sc(4, [262144, 3, 1])), MalformedError, "malformed"),
+    ("params_zero_lanes", _claims(_set_sc(4, [65536, 2, 0])), MalformedError, "malformed"),
+    ("params_17_lanes", _claims(_set_sc(4, [65536, 2, 17])), MalformedError, "malformed"),
+    ("params_bool_passes", _claims(_set_sc(4, [65536, True, 4])), MalformedError, "malformed"),
+    ("params_two_members", _claims(_set_sc(4, [65536, 2])), MalformedError, "malformed"),
+    ("params_as_map", _claims(_set_sc(4, {1: 65536, 2: 2, 3: 4})), MalformedError, "malformed"),
     ("claims_missing_cti", _claims(_del(7)), MalformedError, "malformed"),
     ("claims_missing_iss", _claims(_del(1)), MalformedError, "malformed"),
     ("claims_missing_exp", _claims(_del(4)), MalformedError, "malformed"),
@@ -541,22 +637,39 @@ REJECTS: list[tuple[str, Callable[[Ed25519Signer], Attack], type[SignedDataError
 )
 def test_reject(signer, build, expected, text):
     attack = build(signer)
-    kwargs = {"now": NOW, **attack.kwargs}
+    kwargs = {"now": NOW, "identity": NO_BINDING_CHECK, **attack.kwargs}
     with pytest.raises(expected) as info:
         verify_token(attack.token, attack.keys, **kwargs)
     assert reason(info.value) == text
 
 
+def test_cose_bytes_verify_like_the_text(signer):
+    token, issued = make_token(signer)
+    keys = verdict_keys(signer)
+    assert verify_token(cose_bytes(token), keys, now=NOW, identity=NO_BINDING_CHECK) == issued
+
+
 def test_non_string_token_is_refused(signer):
     with pytest.raises(MalformedError):
-        verify_token(cose_bytes(make_token(signer)[0]), verdict_keys(signer), now=NOW)  # type: ignore[arg-type]
+        verify_token(12345, verdict_keys(signer), now=NOW, identity=NO_BINDING_CHECK)  # type: ignore[arg-type]
+
+
+def test_identity_is_a_required_choice(signer):
+    """SPEC.md: identity is checked unless the verifier explicitly chose not to; there is no
+    default that skips it, and a stray value is not read as "skip"."""
+    token, _ = make_token(signer)
+    with pytest.raises(TypeError):
+        verify_token(token, verdict_keys(signer), now=NOW)  # type: ignore[call-arg]
+    for stray in (None, BINDING, False, ID_NUMBER):
+        with pytest.raises(TypeError):
+            verify_token(token, verdict_keys(signer), now=NOW, identity=stray)  # type: ignore[arg-type]
 
 
 def _refusals(token: str, keys: VerdictKeySet, variants: list[tuple[int, str]]) -> list[int]:
     accepted = []
     for position, variant in variants:
         try:
-            verify_token(variant, keys, now=NOW)
+            verify_token(variant, keys, now=NOW, identity=NO_BINDING_CHECK)
         except SignedDataError as e:
             assert reason(e) != "invalid", position
         else:
@@ -657,54 +770,102 @@ def test_base45_invalid_input_raises_value_error(text):
 # --------------------------------------------------------------------------------------------
 
 
-def test_binding_is_the_documented_hmac():
-    assert compute_binding(ID_NUMBER, SALT) == binding_of(ID_NUMBER)
-    assert len(compute_binding(ID_NUMBER, SALT)) == BINDING_LENGTH == 32
+def test_binding_is_the_documented_argon2id():
+    assert compute_binding(ID_NUMBER, SALT, FAST) == binding_of(ID_NUMBER)
+    assert len(compute_binding(ID_NUMBER, SALT, FAST)) == BINDING_LENGTH == 32
+
+
+def test_default_parameters_are_the_documented_ones():
+    """docs/formats.md: 64 MiB, 2 passes, 4 lanes by default."""
+    params = BindingParameters()
+    assert (params.memory_kib, params.iterations, params.lanes) == (65536, 2, 4)
+    assert compute_binding(ID_NUMBER, SALT) == binding_of(ID_NUMBER, params=params)
+
+
+def test_argon2id_rfc9106_vector():
+    """RFC 9106 section 5.3 (Argon2id, m=32 KiB, t=3, p=4, with secret and associated data):
+    the library the binding uses computes the RFC's own tag."""
+    from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+    kdf = Argon2id(
+        salt=b"\x02" * 16,
+        length=32,
+        iterations=3,
+        lanes=4,
+        memory_cost=32,
+        ad=b"\x04" * 12,
+        secret=b"\x03" * 8,
+    )
+    tag = "0d640df58d78766c08c037a34a8b53c9d01ef0452d75b65eb52520e96b01e659"
+    assert kdf.derive(b"\x01" * 32).hex() == tag
 
 
 def test_binding_same_id_and_salt_same_binding():
-    assert compute_binding(ID_NUMBER, SALT) == compute_binding(ID_NUMBER, bytes(SALT))
+    assert compute_binding(ID_NUMBER, SALT, FAST) == compute_binding(ID_NUMBER, bytes(SALT), FAST)
 
 
 def test_binding_check_character_case_does_not_matter():
-    upper = compute_binding("11010519491231002X", SALT)
-    lower = compute_binding("11010519491231002x", SALT)
+    upper = compute_binding("11010519491231002X", SALT, FAST)
+    lower = compute_binding("11010519491231002x", SALT, FAST)
     assert upper == lower
-    assert compute_binding(" 11010519491231002x\n", SALT) == upper
+    assert compute_binding(" 11010519491231002x\n", SALT, FAST) == upper
 
 
 def test_binding_differs_with_salt_and_id():
     other_salt = bytes(range(1, 17))
-    assert compute_binding(ID_NUMBER, other_salt) != compute_binding(ID_NUMBER, SALT)
-    assert compute_binding("110105194912310029", SALT) != compute_binding(ID_NUMBER, SALT)
+    assert compute_binding(ID_NUMBER, other_salt, FAST) != compute_binding(ID_NUMBER, SALT, FAST)
+    assert compute_binding("110105194912310029", SALT, FAST) != compute_binding(
+        ID_NUMBER, SALT, FAST
+    )
 
 
 @pytest.mark.parametrize("length", [0, 8, 15, 17, 32])
 def test_binding_wrong_salt_length_raises(length):
     assert length != SALT_LENGTH
     with pytest.raises(ValueError):
-        compute_binding(ID_NUMBER, b"\x00" * length)
+        compute_binding(ID_NUMBER, b"\x00" * length, FAST)
 
 
 @pytest.mark.parametrize("id_number", ["", "   "])
 def test_binding_empty_identity_raises(id_number):
     with pytest.raises(ValueError):
-        compute_binding(id_number, SALT)
+        compute_binding(id_number, SALT, FAST)
 
 
 def test_binding_matches():
-    b = compute_binding(ID_NUMBER, SALT)
-    assert binding_matches(b, ID_NUMBER.lower(), SALT)
-    assert not binding_matches(b, "110105194912310029", SALT)
-    assert not binding_matches(b, ID_NUMBER, bytes(range(1, 17)))
+    b = compute_binding(ID_NUMBER, SALT, FAST)
+    assert binding_matches(b, ID_NUMBER.lower(), SALT, FAST)
+    assert not binding_matches(b, "110105194912310029", SALT, FAST)
+    assert not binding_matches(b, ID_NUMBER, bytes(range(1, 17)), FAST)
+    # The same ID and salt under other parameters is another binding.
+    assert not binding_matches(b, ID_NUMBER, SALT, BindingParameters(20 * 1024, 2, 1))
 
 
 def test_binding_matches_a_verified_token(signer):
-    """The verifier's path: recompute from the ID card and the salt, then verify."""
-    token, _ = make_token(signer, binding=compute_binding(ID_NUMBER, SALT))
+    """The verifier's path: derive from the ID card, the salt and the token's parameters."""
+    token, _ = make_token(signer, binding=compute_binding(ID_NUMBER, SALT, FAST))
     keys = verdict_keys(signer)
-    card = compute_binding("11010519491231002x", SALT)
-    assert verify_token(token, keys, now=NOW, subject_binding=card).binding == card
+    card = SubjectId("11010519491231002x", SALT)
+    assert verify_token(token, keys, now=NOW, identity=card).binding == BINDING
+
+
+def test_binding_uses_the_parameters_the_token_names(signer):
+    """Parameters can be raised: a token naming other parameters is checked with those."""
+    params = BindingParameters(memory_kib=24 * 1024, iterations=2, lanes=2)
+    token, _ = make_token(signer, binding=binding_of(ID_NUMBER, params=params), params=params)
+    keys = verdict_keys(signer)
+    assert verify_token(token, keys, now=NOW, identity=SubjectId(ID_NUMBER, SALT))
+
+
+def test_subject_id_without_salt_is_a_mismatch_for_a_bound_token(signer):
+    token, _ = make_token(signer)
+    with pytest.raises(BindingMismatchError):
+        verify_token(token, verdict_keys(signer), now=NOW, identity=SubjectId(ID_NUMBER, b""))
+
+
+def test_identity_values_do_not_print_the_id():
+    assert ID_NUMBER not in repr(SubjectId(ID_NUMBER, SALT))
+    assert BINDING.hex() not in repr(SubjectBinding(BINDING))
 
 
 def test_verdict_claims_helper_agrees_with_cose_layout(signer):

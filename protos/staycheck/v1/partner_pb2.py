@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from staycheck.v1 import verification_pb2 as staycheck_dot_v1_dot_verification__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astaycheck/v1/partner.proto\x12\x0cstaycheck.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fstaycheck/v1/verification.proto\"[\n\x14VerifyVerdictRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x17\n\x0fsubject_binding\x18\x02 \x01(\x0c\x12\x1b\n\x13min_riskset_version\x18\x03 \x01(\x04\"\xeb\x01\n\x15VerifyVerdictResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.staycheck.v1.VerdictStatus\x12\x0e\n\x06issuer\x18\x04 \x01(\t\x12-\n\tissued_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0friskset_version\x18\x07 \x01(\x04\"M\n\x15VerifyVerdictsRequest\x12\x34\n\x08verdicts\x18\x01 \x03(\x0b\x32\".staycheck.v1.VerifyVerdictRequest\"M\n\x16VerifyVerdictsResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".staycheck.v1.VerifyVerdictsResult\"Z\n\x14VerifyVerdictsResult\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x33\n\x06result\x18\x02 \x01(\x0b\x32#.staycheck.v1.VerifyVerdictResponse\"F\n\x18SubmitItinerariesRequest\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.staycheck.v1.ItineraryItem\"T\n\rItineraryItem\x12*\n\titinerary\x18\x01 \x01(\x0b\x32\x17.staycheck.v1.Itinerary\x12\x17\n\x0fsubject_binding\x18\x02 \x01(\x0c\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"K\n\x19SubmitItinerariesResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.staycheck.v1.ItineraryResult\"\x8e\x01\n\x0fItineraryResult\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x38\n\x07verdict\x18\x02 \x01(\x0b\x32%.staycheck.v1.SubmitItineraryResponseH\x00\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.staycheck.v1.ItemErrorH\x00\x42\x08\n\x06result2\xba\x02\n\x13PartnerVerification\x12X\n\rVerifyVerdict\x12\".staycheck.v1.VerifyVerdictRequest\x1a#.staycheck.v1.VerifyVerdictResponse\x12_\n\x0eVerifyVerdicts\x12#.staycheck.v1.VerifyVerdictsRequest\x1a$.staycheck.v1.VerifyVerdictsResponse(\x01\x30\x01\x12h\n\x11SubmitItineraries\x12&.staycheck.v1.SubmitItinerariesRequest\x1a\'.staycheck.v1.SubmitItinerariesResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astaycheck/v1/partner.proto\x12\x0cstaycheck.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fstaycheck/v1/verification.proto\"[\n\x14VerifyVerdictRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x17\n\x0fsubject_binding\x18\x02 \x01(\x0c\x12\x1b\n\x13min_riskset_version\x18\x03 \x01(\x04\"\xeb\x01\n\x15VerifyVerdictResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.staycheck.v1.VerdictStatus\x12\x0e\n\x06issuer\x18\x04 \x01(\t\x12-\n\tissued_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0friskset_version\x18\x07 \x01(\x04\"M\n\x15VerifyVerdictsRequest\x12\x34\n\x08verdicts\x18\x01 \x03(\x0b\x32\".staycheck.v1.VerifyVerdictRequest\"M\n\x16VerifyVerdictsResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".staycheck.v1.VerifyVerdictsResult\"Z\n\x14VerifyVerdictsResult\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x33\n\x06result\x18\x02 \x01(\x0b\x32#.staycheck.v1.VerifyVerdictResponse\"F\n\x18SubmitItinerariesRequest\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.staycheck.v1.ItineraryItem\"\x91\x01\n\rItineraryItem\x12*\n\titinerary\x18\x01 \x01(\x0b\x32\x17.staycheck.v1.Itinerary\x12\x17\n\x0fsubject_binding\x18\x02 \x01(\x0c\x12;\n\x12\x62inding_parameters\x18\x03 \x01(\x0b\x32\x1f.staycheck.v1.BindingParameters\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"K\n\x19SubmitItinerariesResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.staycheck.v1.ItineraryResult\"\x8e\x01\n\x0fItineraryResult\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x38\n\x07verdict\x18\x02 \x01(\x0b\x32%.staycheck.v1.SubmitItineraryResponseH\x00\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.staycheck.v1.ItemErrorH\x00\x42\x08\n\x06result2\xba\x02\n\x13PartnerVerification\x12X\n\rVerifyVerdict\x12\".staycheck.v1.VerifyVerdictRequest\x1a#.staycheck.v1.VerifyVerdictResponse\x12_\n\x0eVerifyVerdicts\x12#.staycheck.v1.VerifyVerdictsRequest\x1a$.staycheck.v1.VerifyVerdictsResponse(\x01\x30\x01\x12h\n\x11SubmitItineraries\x12&.staycheck.v1.SubmitItinerariesRequest\x1a\'.staycheck.v1.SubmitItinerariesResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,14 +45,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERIFYVERDICTSRESULT']._serialized_end=689
   _globals['_SUBMITITINERARIESREQUEST']._serialized_start=691
   _globals['_SUBMITITINERARIESREQUEST']._serialized_end=761
-  _globals['_ITINERARYITEM']._serialized_start=763
-  _globals['_ITINERARYITEM']._serialized_end=847
-  _globals['_ITEMERROR']._serialized_start=849
-  _globals['_ITEMERROR']._serialized_end=891
-  _globals['_SUBMITITINERARIESRESPONSE']._serialized_start=893
-  _globals['_SUBMITITINERARIESRESPONSE']._serialized_end=968
-  _globals['_ITINERARYRESULT']._serialized_start=971
-  _globals['_ITINERARYRESULT']._serialized_end=1113
-  _globals['_PARTNERVERIFICATION']._serialized_start=1116
-  _globals['_PARTNERVERIFICATION']._serialized_end=1430
+  _globals['_ITINERARYITEM']._serialized_start=764
+  _globals['_ITINERARYITEM']._serialized_end=909
+  _globals['_ITEMERROR']._serialized_start=911
+  _globals['_ITEMERROR']._serialized_end=953
+  _globals['_SUBMITITINERARIESRESPONSE']._serialized_start=955
+  _globals['_SUBMITITINERARIESRESPONSE']._serialized_end=1030
+  _globals['_ITINERARYRESULT']._serialized_start=1033
+  _globals['_ITINERARYRESULT']._serialized_end=1175
+  _globals['_PARTNERVERIFICATION']._serialized_start=1178
+  _globals['_PARTNERVERIFICATION']._serialized_end=1492
 # @@protoc_insertion_point(module_scope)

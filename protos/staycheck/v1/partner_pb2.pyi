@@ -30,7 +30,9 @@ class VerifyVerdictRequest(_message.Message):
     token: _builtins.str
     """The token, "SC1:..."."""
     subject_binding: _builtins.bytes
-    """When set (32 bytes), the verdict must be bound to this binding."""
+    """When set (32 bytes), the verdict must be bound to this binding (derived by the caller
+    with the salt and the parameters the token names); when empty, identity is not checked.
+    """
     min_riskset_version: _builtins.int
     """When non-zero, the verdict's bundle version must be at least this."""
     def __init__(
@@ -189,18 +191,23 @@ class ItineraryItem(_message.Message):
 
     ITINERARY_FIELD_NUMBER: _builtins.int
     SUBJECT_BINDING_FIELD_NUMBER: _builtins.int
+    BINDING_PARAMETERS_FIELD_NUMBER: _builtins.int
     subject_binding: _builtins.bytes
+    """As in SubmitItineraryRequest: a binding and the parameters it was derived with."""
     @_builtins.property
     def itinerary(self) -> _verification_pb2.Itinerary: ...
+    @_builtins.property
+    def binding_parameters(self) -> _verification_pb2.BindingParameters: ...
     def __init__(
         self,
         *,
         itinerary: _verification_pb2.Itinerary | None = ...,
         subject_binding: _builtins.bytes = ...,
+        binding_parameters: _verification_pb2.BindingParameters | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["itinerary", b"itinerary"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_parameters", b"binding_parameters", "itinerary", b"itinerary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["itinerary", b"itinerary", "subject_binding", b"subject_binding"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_parameters", b"binding_parameters", "itinerary", b"itinerary", "subject_binding", b"subject_binding"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,33 +25,35 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fstaycheck/v1/verification.proto\x12\x0cstaycheck.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\x06LatLng\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\"\x9d\x01\n\x04Stay\x12\x11\n\tcity_code\x18\x01 \x01(\t\x12&\n\x08location\x18\x02 \x01(\x0b\x32\x14.staycheck.v1.LatLng\x12+\n\x07\x61rrival\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tdeparture\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\".\n\tItinerary\x12!\n\x05stays\x18\x01 \x03(\x0b\x32\x12.staycheck.v1.Stay\"]\n\x16SubmitItineraryRequest\x12*\n\titinerary\x18\x01 \x01(\x0b\x32\x17.staycheck.v1.Itinerary\x12\x17\n\x0fsubject_binding\x18\x02 \x01(\x0c\"\xcd\x01\n\x17SubmitItineraryResponse\x12+\n\x06status\x18\x01 \x01(\x0e\x32\x1b.staycheck.v1.VerdictStatus\x12\r\n\x05token\x18\x02 \x01(\t\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0friskset_version\x18\x05 \x01(\x04\"\x17\n\x15GetVerdictKeysRequest\";\n\x16GetVerdictKeysResponse\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x11\n\tjwks_json\x18\x02 \x01(\t\"\x1a\n\x18GetRiskAreaStatusRequest\"\x9c\x02\n\x19GetRiskAreaStatusResponse\x12\x0f\n\x07serving\x18\x01 \x01(\x08\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\narea_count\x18\x05 \x01(\r\x12\x0e\n\x06\x64igest\x18\x06 \x01(\t\x12\x13\n\x0bwindow_days\x18\x07 \x01(\r\x12\x18\n\x10min_stay_seconds\x18\x08 \x01(\r\x12\x13\n\x0btolerance_m\x18\t \x01(\x01\x12\x16\n\x0e\x66lagged_levels\x18\n \x03(\t*v\n\rVerdictStatus\x12\x1e\n\x1aVERDICT_STATUS_UNSPECIFIED\x10\x00\x12!\n\x1dVERDICT_STATUS_NO_ABNORMALITY\x10\x01\x12\"\n\x1eVERDICT_STATUS_REVIEW_REQUIRED\x10\x02\x32\xba\x02\n\x15ItineraryVerification\x12^\n\x0fSubmitItinerary\x12$.staycheck.v1.SubmitItineraryRequest\x1a%.staycheck.v1.SubmitItineraryResponse\x12[\n\x0eGetVerdictKeys\x12#.staycheck.v1.GetVerdictKeysRequest\x1a$.staycheck.v1.GetVerdictKeysResponse\x12\x64\n\x11GetRiskAreaStatus\x12&.staycheck.v1.GetRiskAreaStatusRequest\x1a\'.staycheck.v1.GetRiskAreaStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fstaycheck/v1/verification.proto\x12\x0cstaycheck.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\x06LatLng\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\"\x9d\x01\n\x04Stay\x12\x11\n\tcity_code\x18\x01 \x01(\t\x12&\n\x08location\x18\x02 \x01(\x0b\x32\x14.staycheck.v1.LatLng\x12+\n\x07\x61rrival\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tdeparture\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\".\n\tItinerary\x12!\n\x05stays\x18\x01 \x03(\x0b\x32\x12.staycheck.v1.Stay\"\x9a\x01\n\x16SubmitItineraryRequest\x12*\n\titinerary\x18\x01 \x01(\x0b\x32\x17.staycheck.v1.Itinerary\x12\x17\n\x0fsubject_binding\x18\x02 \x01(\x0c\x12;\n\x12\x62inding_parameters\x18\x03 \x01(\x0b\x32\x1f.staycheck.v1.BindingParameters\"J\n\x11\x42indingParameters\x12\x12\n\nmemory_kib\x18\x01 \x01(\r\x12\x12\n\niterations\x18\x02 \x01(\r\x12\r\n\x05lanes\x18\x03 \x01(\r\"\xcd\x01\n\x17SubmitItineraryResponse\x12+\n\x06status\x18\x01 \x01(\x0e\x32\x1b.staycheck.v1.VerdictStatus\x12\r\n\x05token\x18\x02 \x01(\t\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0friskset_version\x18\x05 \x01(\x04\"\x17\n\x15GetVerdictKeysRequest\";\n\x16GetVerdictKeysResponse\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x11\n\tjwks_json\x18\x02 \x01(\t\"\x1a\n\x18GetRiskAreaStatusRequest\"\x9c\x02\n\x19GetRiskAreaStatusResponse\x12\x0f\n\x07serving\x18\x01 \x01(\x08\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\narea_count\x18\x05 \x01(\r\x12\x0e\n\x06\x64igest\x18\x06 \x01(\t\x12\x13\n\x0bwindow_days\x18\x07 \x01(\r\x12\x18\n\x10min_stay_seconds\x18\x08 \x01(\r\x12\x13\n\x0btolerance_m\x18\t \x01(\x01\x12\x16\n\x0e\x66lagged_levels\x18\n \x03(\t*v\n\rVerdictStatus\x12\x1e\n\x1aVERDICT_STATUS_UNSPECIFIED\x10\x00\x12!\n\x1dVERDICT_STATUS_NO_ABNORMALITY\x10\x01\x12\"\n\x1eVERDICT_STATUS_REVIEW_REQUIRED\x10\x02\x32\xba\x02\n\x15ItineraryVerification\x12^\n\x0fSubmitItinerary\x12$.staycheck.v1.SubmitItineraryRequest\x1a%.staycheck.v1.SubmitItineraryResponse\x12[\n\x0eGetVerdictKeys\x12#.staycheck.v1.GetVerdictKeysRequest\x1a$.staycheck.v1.GetVerdictKeysResponse\x12\x64\n\x11GetRiskAreaStatus\x12&.staycheck.v1.GetRiskAreaStatusRequest\x1a\'.staycheck.v1.GetRiskAreaStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'staycheck.v1.verification_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERDICTSTATUS']._serialized_start=1041
-  _globals['_VERDICTSTATUS']._serialized_end=1159
+  _globals['_VERDICTSTATUS']._serialized_start=1179
+  _globals['_VERDICTSTATUS']._serialized_end=1297
   _globals['_LATLNG']._serialized_start=82
   _globals['_LATLNG']._serialized_end=127
   _globals['_STAY']._serialized_start=130
   _globals['_STAY']._serialized_end=287
   _globals['_ITINERARY']._serialized_start=289
   _globals['_ITINERARY']._serialized_end=335
-  _globals['_SUBMITITINERARYREQUEST']._serialized_start=337
-  _globals['_SUBMITITINERARYREQUEST']._serialized_end=430
-  _globals['_SUBMITITINERARYRESPONSE']._serialized_start=433
-  _globals['_SUBMITITINERARYRESPONSE']._serialized_end=638
-  _globals['_GETVERDICTKEYSREQUEST']._serialized_start=640
-  _globals['_GETVERDICTKEYSREQUEST']._serialized_end=663
-  _globals['_GETVERDICTKEYSRESPONSE']._serialized_start=665
-  _globals['_GETVERDICTKEYSRESPONSE']._serialized_end=724
-  _globals['_GETRISKAREASTATUSREQUEST']._serialized_start=726
-  _globals['_GETRISKAREASTATUSREQUEST']._serialized_end=752
-  _globals['_GETRISKAREASTATUSRESPONSE']._serialized_start=755
-  _globals['_GETRISKAREASTATUSRESPONSE']._serialized_end=1039
-  _globals['_ITINERARYVERIFICATION']._serialized_start=1162
-  _globals['_ITINERARYVERIFICATION']._serialized_end=1476
+  _globals['_SUBMITITINERARYREQUEST']._serialized_start=338
+  _globals['_SUBMITITINERARYREQUEST']._serialized_end=492
+  _globals['_BINDINGPARAMETERS']._serialized_start=494
+  _globals['_BINDINGPARAMETERS']._serialized_end=568
+  _globals['_SUBMITITINERARYRESPONSE']._serialized_start=571
+  _globals['_SUBMITITINERARYRESPONSE']._serialized_end=776
+  _globals['_GETVERDICTKEYSREQUEST']._serialized_start=778
+  _globals['_GETVERDICTKEYSREQUEST']._serialized_end=801
+  _globals['_GETVERDICTKEYSRESPONSE']._serialized_start=803
+  _globals['_GETVERDICTKEYSRESPONSE']._serialized_end=862
+  _globals['_GETRISKAREASTATUSREQUEST']._serialized_start=864
+  _globals['_GETRISKAREASTATUSREQUEST']._serialized_end=890
+  _globals['_GETRISKAREASTATUSRESPONSE']._serialized_start=893
+  _globals['_GETRISKAREASTATUSRESPONSE']._serialized_end=1177
+  _globals['_ITINERARYVERIFICATION']._serialized_start=1300
+  _globals['_ITINERARYVERIFICATION']._serialized_end=1614
 # @@protoc_insertion_point(module_scope)

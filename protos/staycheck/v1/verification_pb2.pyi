@@ -130,25 +130,62 @@ class SubmitItineraryRequest(_message.Message):
 
     ITINERARY_FIELD_NUMBER: _builtins.int
     SUBJECT_BINDING_FIELD_NUMBER: _builtins.int
+    BINDING_PARAMETERS_FIELD_NUMBER: _builtins.int
     subject_binding: _builtins.bytes
-    """32 opaque bytes the client computed from the traveller's identity document and a salt
-    (docs/formats.md); empty for an unbound verdict.
+    """32 opaque bytes the client derived from the traveller's identity document number and a
+    salt with Argon2id (docs/formats.md); empty for an unbound verdict.
     """
     @_builtins.property
     def itinerary(self) -> Global___Itinerary: ...
+    @_builtins.property
+    def binding_parameters(self) -> Global___BindingParameters:
+        """The Argon2id parameters the binding was derived with; required with a binding, absent
+        without one. They are copied into the verdict, so that a verifier derives the same.
+        """
+
     def __init__(
         self,
         *,
         itinerary: Global___Itinerary | None = ...,
         subject_binding: _builtins.bytes = ...,
+        binding_parameters: Global___BindingParameters | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["itinerary", b"itinerary"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_parameters", b"binding_parameters", "itinerary", b"itinerary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["itinerary", b"itinerary", "subject_binding", b"subject_binding"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_parameters", b"binding_parameters", "itinerary", b"itinerary", "subject_binding", b"subject_binding"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitItineraryRequest: _TypeAlias = SubmitItineraryRequest  # noqa: Y015
+
+@_typing.final
+class BindingParameters(_message.Message):
+    """Argon2id's cost parameters (RFC 9106 section 3.1). Accepted: lanes 1-16, iterations
+    1-16, memory_kib 19456-262144, memory_kib x iterations 38912-524288.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMORY_KIB_FIELD_NUMBER: _builtins.int
+    ITERATIONS_FIELD_NUMBER: _builtins.int
+    LANES_FIELD_NUMBER: _builtins.int
+    memory_kib: _builtins.int
+    iterations: _builtins.int
+    lanes: _builtins.int
+    def __init__(
+        self,
+        *,
+        memory_kib: _builtins.int = ...,
+        iterations: _builtins.int = ...,
+        lanes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["iterations", b"iterations", "lanes", b"lanes", "memory_kib", b"memory_kib"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BindingParameters: _TypeAlias = BindingParameters  # noqa: Y015
 
 @_typing.final
 class SubmitItineraryResponse(_message.Message):
