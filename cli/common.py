@@ -38,7 +38,10 @@ def missing_extra(e: ModuleNotFoundError, *, default: str) -> str | None:
     root = (e.name or "").split(".")[0]
     if root not in EXTRA_OF_PACKAGE:
         return None
-    # A command that needs the server extra may first miss a package of the client extra.
+    # A command that needs the server extra may first miss a package of the client extra;
+    # the QR packages are in no extra but their own.
+    if EXTRA_OF_PACKAGE[root] == "qr":
+        return "qr"
     return "server" if default == "server" else EXTRA_OF_PACKAGE[root]
 
 

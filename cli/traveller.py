@@ -110,7 +110,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         itinerary = load_itinerary(read(args.itinerary, "itinerary"))
     except ValueError as e:
         fail(f"submit: {e}")
-    if args.qr not in (None, "-"):
+    if args.qr == "-":
+        import segno  # noqa: F401 (the qr extra, checked before submitting)
+    elif args.qr is not None:
         _check_qr_target(args.qr)
     with _client(args.server, args.ca) as c:
         try:
@@ -138,15 +140,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
         draw_qr(submitted.presentation, sys.stdout)
         print(f"{status.label_zh} {status.name}")
         return EXIT_OK
+    print_json(out)  # first: the verdict is kept even if the image cannot be written
     if args.qr is not None:
         from staycheck.client.qr import write_qr
 
-        write_qr(submitted.presentation, pathlib.Path(args.qr))
-    print_json(out)
+        try:
+            write_qr(submitted.presentation, pathlib.Path(args.qr))
+        except OSError as e:
+            fail(f"submit: --qr: cannot write {args.qr} ({e.strerror or e}); the verdict is above")
     return EXIT_OK
 
 
 def _check_qr_target(path: str) -> None:
+    import segno  # noqa: F401 (the qr extra, before a verdict is issued that could be lost)
     from staycheck.client.qr import IMAGE_SUFFIXES
 
     if pathlib.Path(path).suffix.lower() not in IMAGE_SUFFIXES:

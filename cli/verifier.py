@@ -55,10 +55,10 @@ def _presentation_text(args: argparse.Namespace) -> str:
 
         try:
             return read_qr(pathlib.Path(args.qr))
+        except ValueError as e:  # the image's fault: an input error, like a bad file
+            fail(f"verify: --qr: {e}")
         except OSError as e:
-            fail(f"verify: --qr: cannot read {args.qr} ({e.strerror})")
-        except SignedDataError as e:
-            fail(f"verify: --qr: {e}", EXIT_REFUSED)
+            fail(f"verify: --qr: cannot read {args.qr} ({e.strerror or e})")
     if args.presentation is None:
         fail("verify: give the presentation (SCP1:... or SC1:...), - to read it, or --qr IMAGE")
     text: str = sys.stdin.read() if args.presentation == "-" else args.presentation
@@ -69,27 +69,57 @@ def _salt(args: argparse.Namespace, presentation: Presentation) -> bytes:
     if args.salt is None:
         return presentation.salt
     if presentation.salt:
-        fail("verify: the presentation carries its salt; drop --salt")
+        fail(f"{args.command}: the presentation carries its salt; drop --salt")
     try:
         salt = bytes.fromhex(args.salt)
     except ValueError:
         salt = b""
     if len(salt) != SALT_LENGTH:
-        fail(f"verify: --salt must be {SALT_LENGTH} bytes in hex")
+        fail(f"{args.command}: --salt must be {SALT_LENGTH} bytes in hex")
     return salt
 
 
-def _identity(args: argparse.Namespace, presentation: Presentation) -> Identity:
+def check_identity_flags(args: argparse.Namespace) -> None:
+    """Usage errors of the identity flags, before anything is read (exit 2 first)."""
     if args.salt is not None and args.subject_id is None:
-        fail("verify: --salt goes with --subject-id")
+        fail(f"{args.command}: --salt goes with --subject-id")
+
+
+def choose_identity(args: argparse.Namespace, presentation: Presentation) -> Identity:
+    """The clerk's choice as the verifier takes it: ``SubjectId`` with the presentation's
+    salt (or ``--salt`` for a bare token), else ``NO_BINDING_CHECK``; whether that was an
+    explicit choice is for :func:`binding_outcome` to say."""
     if args.subject_id is None:
         return NO_BINDING_CHECK
-    if args.no_binding_check:
-        fail("verify: --subject-id and --no-binding-check exclude each other")
     try:
         return SubjectId(args.subject_id, _salt(args, presentation))
     except ValueError as e:
-        fail(f"verify: --subject-id: {e}")
+        fail(f"{args.command}: --subject-id: {e}")
+
+
+def binding_outcome(args: argparse.Namespace, bound: bool) -> str | None:
+    """What the output says of identity: ``checked``, ``not checked`` (explicitly chosen),
+    ``none`` (an unbound verdict); None when a bound verdict came with no choice at all."""
+    if not bound:
+        return "none"
+    if args.subject_id is not None:
+        return "checked"
+    return "not checked" if args.no_binding_check else None
+
+
+def add_identity_flags(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--subject-id", metavar="ID", help="check the binding against this ID number"
+    )
+    which.add_argument(
+        "--no-binding-check",
+        action="store_true",
+        help="accept a bound verdict without checking who shows it",
+    )
+    p.add_argument(
+        "--salt", metavar="HEX", help="the salt, for a bare SC1: token (a presentation has it)"
+    )
 
 
 def _trusted(args: argparse.Namespace) -> Any:
@@ -152,13 +182,14 @@ def refused(message: str) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    check_identity_flags(args)
     text = _presentation_text(args)
     trusted = _trusted(args)
     try:
         presentation = read_presentation(text)
     except SignedDataError as e:
         return refused(f"{reason(e)}: {e}")
-    identity = _identity(args, presentation)
+    identity = choose_identity(args, presentation)
     at = now() if args.at is None else args.at
     _warn_if_stale(args, trusted, presentation, at)
     try:
@@ -171,14 +202,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         )
     except SignedDataError as e:
         return refused(f"{reason(e)}: {e}")
-    if not verdict.binding:
-        binding = "none"
-    elif identity is NO_BINDING_CHECK:
-        if not args.no_binding_check:
-            return refused(f"identity not checked: {HOW_TO_CHECK}")
-        binding = "not checked"
-    else:
-        binding = "checked"
+    binding = binding_outcome(args, bool(verdict.binding))
+    if binding is None:
+        return refused(f"identity not checked: {HOW_TO_CHECK}")
     result = {
         "status": verdict.status.name,
         "label": verdict.status.label_zh,
@@ -219,15 +245,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--keys", metavar="JWKS.json", help="one issuer's keys")
     which.add_argument("--trust-store", metavar="TOML", help="several issuers (federation)")
-    p.add_argument("--subject-id", metavar="ID", help="check the binding against this ID number")
-    p.add_argument(
-        "--no-binding-check",
-        action="store_true",
-        help="accept a bound verdict without checking who shows it",
-    )
-    p.add_argument(
-        "--salt", metavar="HEX", help="the salt, for a bare SC1: token (a presentation has it)"
-    )
+    add_identity_flags(p)
     p.add_argument("--min-riskset-version", type=int, metavar="N")
     p.add_argument(
         "--at",

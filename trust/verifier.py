@@ -37,7 +37,7 @@ from staycheck.geo.errors import (
     StaleVersionError,
     UnknownKeyError,
 )
-from staycheck.trust.binding import SALT_LENGTH, compute_binding
+from staycheck.trust.binding import SALT_LENGTH, BindingParameters, compute_binding
 from staycheck.trust.keys import VerdictKeySet
 from staycheck.trust.truststore import TrustStore
 from staycheck.trust.verdict import MAX_TTL_S, Verdict, decode_token
@@ -78,6 +78,10 @@ class SubjectId:
 
     def __repr__(self) -> str:  # an ID number is never printed by accident
         return "SubjectId(<redacted>)"
+
+    def derive(self, params: BindingParameters) -> bytes:
+        """The binding this ID number and salt give under ``params`` (needs the salt)."""
+        return compute_binding(self.id_number, self.salt, params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +157,7 @@ def _check_identity(verdict: Verdict, identity: Identity) -> None:
     if isinstance(identity, SubjectId):
         if not identity.salt:
             raise BindingMismatchError("token: bound, but no salt was given to check it with")
-        expected = compute_binding(identity.id_number, identity.salt, verdict.binding_params)
+        expected = identity.derive(verdict.binding_params)
     else:
         expected = identity.binding
     if not hmac.compare_digest(verdict.binding, expected):

@@ -10,7 +10,14 @@ from xml.etree import ElementTree
 import pytest
 import segno
 from PIL import Image, ImageDraw, ImageFilter
-from staycheck.client.qr import draw_qr, qr_code, read_qr, write_qr
+from staycheck.client.qr import (
+    MAX_IMAGE_BYTES,
+    ImageError,
+    draw_qr,
+    qr_code,
+    read_qr,
+    write_qr,
+)
 from staycheck.geo.errors import MalformedError
 from staycheck.geo.itinerary import Status
 from staycheck.trust import base45
@@ -170,14 +177,41 @@ def test_a_photo_of_the_code_reads(tmp_path: pathlib.Path):
 
 def test_an_image_without_a_code_is_refused(tmp_path: pathlib.Path):
     Image.new("L", (200, 200), 255).save(tmp_path / "blank.png")
-    with pytest.raises(MalformedError, match="no readable QR code"):
+    with pytest.raises(ImageError, match="no readable QR code"):
         read_qr(tmp_path / "blank.png")
 
 
 def test_a_file_that_is_not_an_image_is_refused(tmp_path: pathlib.Path):
     (tmp_path / "v.png").write_text("SCP1:not an image")
-    with pytest.raises(MalformedError, match="not an image"):
+    with pytest.raises(ImageError, match="not an image"):
         read_qr(tmp_path / "v.png")
+
+
+@pytest.mark.parametrize("side", [7_000, 20_000])
+def test_a_decompression_bomb_is_refused_before_decoding(tmp_path: pathlib.Path, side: int):
+    """A 1-bit PNG of 7 000 or 20 000 pixels a side is a few KB on disk and 49 or 400 million
+    pixels decoded: refused from its header (ours above 40 million, Pillow's own above
+    twice its limit), before a pixel is decoded."""
+    Image.new("1", (side, side), 1).save(tmp_path / "bomb.png", optimize=True)
+    assert (tmp_path / "bomb.png").stat().st_size < 200_000
+    with pytest.raises(ImageError, match=r"pixels|DecompressionBomb"):
+        read_qr(tmp_path / "bomb.png")
+
+
+def test_a_huge_file_is_refused_before_it_is_read(tmp_path: pathlib.Path):
+    with (tmp_path / "huge.png").open("wb") as f:
+        f.truncate(MAX_IMAGE_BYTES + 1)
+    with pytest.raises(ImageError, match="larger than"):
+        read_qr(tmp_path / "huge.png")
+
+
+def test_a_truncated_png_is_an_image_error(tmp_path: pathlib.Path):
+    text = present(token(bound=False))
+    write_qr(text, tmp_path / "v.png")
+    data = (tmp_path / "v.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="not an image that can be read"):
+        read_qr(tmp_path / "cut.png")
 
 
 def test_two_different_codes_in_one_image_are_refused(tmp_path: pathlib.Path):
@@ -189,7 +223,7 @@ def test_two_different_codes_in_one_image_are_refused(tmp_path: pathlib.Path):
     both.paste(left, (0, 0))
     both.paste(right, (left.width + 40, 0))
     both.save(tmp_path / "both.png")
-    with pytest.raises(MalformedError, match="more than one"):
+    with pytest.raises(ImageError, match="more than one"):
         read_qr(tmp_path / "both.png")
 
 
@@ -205,3 +239,14 @@ def test_terminal_drawing_is_the_code():
     assert all(len(line) == side for line in lines)
     assert set("".join(lines)) <= {" ", "\u2580", "\u2584", "\u2588"}
     assert lines[0] == "\u2588" * side  # the quiet zone's first two rows
+
+
+@pytest.mark.parametrize("module", ["segno", "zxingcpp", "PIL"])
+@pytest.mark.parametrize("default", ["client", "server", None])
+def test_a_missing_qr_package_names_the_qr_extra(module: str, default: str | None):
+    """``staycheck demo`` (a server command) on an install without the qr extra must say
+    ``pip install 'staycheck[qr]'``: the server extra does not bring segno or zxing-cpp."""
+    from staycheck.cli.common import missing_extra
+
+    error = ModuleNotFoundError(f"No module named {module!r}", name=module)
+    assert missing_extra(error, default=default or "client") == "qr"

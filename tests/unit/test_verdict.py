@@ -575,7 +575,7 @@ REJECTS: list[tuple[str, Callable[[Ed25519Signer], Attack], type[SignedDataError
     ("claims_binding_without_params", _claims(_del_sc(4)), MalformedError, "malformed"),
     ("claims_params_without_binding", _claims(_del_sc(3)), MalformedError, "malformed"),
     # docs/formats.md: memory 19456..262144 KiB, passes 1..16, lanes 1..16, memory x passes
-    # 38912..524288: below the floor a screenshot is cheap to guess, above the ceiling a
+    # 38912..262144: below the floor a screenshot is cheap to guess, above the ceiling a
     # token could make a verifier spend seconds.
     ("params_memory_below_floor", _claims(_set_sc(4, [19455, 4, 1])), MalformedError, "malformed"),
     ("params_cost_below_floor", _claims(_set_sc(4, [19456, 1, 1])), MalformedError, "malformed"),
@@ -586,6 +586,7 @@ REJECTS: list[tuple[str, Callable[[Ed25519Signer], Attack], type[SignedDataError
         "malformed",
     ),
     ("params_cost_above_ceiling", _claims(_set_sc(4, [262144, 3, 1])), MalformedError, "malformed"),
+    ("params_256mib_two_passes", _claims(_set_sc(4, [262144, 2, 1])), MalformedError, "malformed"),
     ("params_zero_lanes", _claims(_set_sc(4, [65536, 2, 0])), MalformedError, "malformed"),
     ("params_17_lanes", _claims(_set_sc(4, [65536, 2, 17])), MalformedError, "malformed"),
     ("params_bool_passes", _claims(_set_sc(4, [65536, True, 4])), MalformedError, "malformed"),
@@ -824,6 +825,21 @@ def test_binding_wrong_salt_length_raises(length):
     assert length != SALT_LENGTH
     with pytest.raises(ValueError):
         compute_binding(ID_NUMBER, b"\x00" * length, FAST)
+
+
+def test_binding_normalization_is_the_documented_one():
+    """docs/formats.md: NFKC, whitespace removed, upper-cased; full-width digits from a
+    Chinese input method and spaces inside the number give the same binding."""
+    # U+FF10..U+FF19 are the full-width digits 0..9.
+    full_width = "".join(chr(0xFF10 + int(c)) for c in ID_NUMBER[:-1]) + "x"
+    assert compute_binding(full_width, SALT, FAST) == binding_of(ID_NUMBER)
+    assert compute_binding("110105 19491231 002X", SALT, FAST) == binding_of(ID_NUMBER)
+
+
+@pytest.mark.parametrize("id_number", ["11010519491231002X!", "1101051949123100\u00c9", "x" * 65])
+def test_binding_refuses_what_is_not_letters_and_digits(id_number):
+    with pytest.raises(ValueError):
+        compute_binding(id_number, SALT, FAST)
 
 
 @pytest.mark.parametrize("id_number", ["", "   "])

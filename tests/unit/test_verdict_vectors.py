@@ -21,7 +21,7 @@ from typing import Any
 
 import cbor2
 import pytest
-from staycheck.geo.errors import RevokedKeyError, SignedDataError
+from staycheck.geo.errors import SignedDataError
 from staycheck.trust.keys import KeySet, VerdictKeySet
 from staycheck.trust.presentation import read_presentation
 from staycheck.trust.verifier import NO_BINDING_CHECK, Identity, SubjectId, reason, verify_token
@@ -183,20 +183,8 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# The "revoked key" reason is being added for RevokedKeyError (today a kind of unknown
-# key); until it is, the revoked-key case is an expected failure, and a strict one: it
-# starts to count as soon as the reason exists.
-REVOKED_REASON_MISSING = reason(RevokedKeyError("signed by a revoked key")) != "revoked key"
-
-
 def case_params(paths: list[pathlib.Path]) -> list[Any]:
-    params = []
-    for path in paths:
-        marks = []
-        if load(path)["expected"].get("reason") == "revoked key" and REVOKED_REASON_MISSING:
-            marks.append(pytest.mark.xfail(reason="reason() has no 'revoked key' yet", strict=True))
-        params.append(pytest.param(path, id=case_name(path), marks=marks))
-    return params
+    return [pytest.param(path, id=case_name(path)) for path in paths]
 
 
 @pytest.mark.parametrize("path", case_params(FILES))

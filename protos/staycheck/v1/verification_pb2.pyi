@@ -161,7 +161,7 @@ Global___SubmitItineraryRequest: _TypeAlias = SubmitItineraryRequest  # noqa: Y0
 @_typing.final
 class BindingParameters(_message.Message):
     """Argon2id's cost parameters (RFC 9106 section 3.1). Accepted: lanes 1-16, iterations
-    1-16, memory_kib 19456-262144, memory_kib x iterations 38912-524288.
+    1-16, memory_kib 19456-262144, memory_kib x iterations 38912-262144.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
