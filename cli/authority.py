@@ -13,6 +13,7 @@ import pathlib
 import sys
 from typing import Any
 
+from staycheck.cli import authority_repo
 from staycheck.cli.common import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -199,9 +200,12 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    authority = sub.add_parser("authority", help="health authority tools: keys, bundles")
+    authority = sub.add_parser(
+        "authority", help="health authority tools: the repository, keys, bundles"
+    )
     authority.set_defaults(extra="server")
     asub = authority.add_subparsers(dest="authority_command", required=True, metavar="COMMAND")
+    authority_repo.add_parsers(asub)
     p = asub.add_parser("keygen", help="make an Ed25519 authority key pair")
     p.add_argument("--private", required=True, metavar="PATH", help="private key (PEM, 0600)")
     p.add_argument("--public", required=True, metavar="PATH", help="public key (PEM)")

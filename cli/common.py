@@ -26,6 +26,8 @@ EXTRA_OF_PACKAGE = {
     "shapely": "server",
     "numpy": "server",
     "prometheus_client": "server",
+    "tuf": "repository",
+    "securesystemslib": "repository",
     "segno": "qr",
     "zxingcpp": "qr",
     "PIL": "qr",
@@ -38,8 +40,9 @@ def missing_extra(e: ModuleNotFoundError, *, default: str) -> str | None:
     root = (e.name or "").split(".")[0]
     if root not in EXTRA_OF_PACKAGE:
         return None
-    # A command that needs the server extra may first miss a package of the client extra;
-    # the QR packages are in no extra but their own.
+    # A command that needs the server extra may first miss a package of the client (or
+    # repository) extra, which the server extra includes; the QR packages are in no extra
+    # but their own.
     if EXTRA_OF_PACKAGE[root] == "qr":
         return "qr"
     return "server" if default == "server" else EXTRA_OF_PACKAGE[root]

@@ -122,6 +122,41 @@ def add_identity_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _from_repository(args: argparse.Namespace, issuer: str) -> Any:
+    """The issuer's key set from the TUF repository, refreshed now (``--repository``)."""
+    import hashlib
+
+    from staycheck.client.repository import RepositoryClient, issuer_keys_path
+    from tuf.api.exceptions import DownloadError, RepositoryError
+
+    if args.trusted_root is None:
+        fail("verify: --repository needs --trusted-root ROOT.json (the root you were given)")
+    root = read(args.trusted_root, "trusted root")
+    cache = (
+        pathlib.Path(args.cache)
+        if args.cache
+        else _cache_dir() / hashlib.sha256(root).hexdigest()[:16]
+    )
+    try:
+        client = RepositoryClient(cache, args.repository, trusted_root=root)
+        client.refresh()
+        data = client.target(issuer_keys_path(issuer))
+        return VerdictKeySet(KeySet.from_jwks(data))
+    except (RepositoryError, DownloadError) as e:
+        fail(f"verify: --repository: {type(e).__name__}: {e}")
+    except ConfigurationError as e:
+        fail(f"verify: --repository: the key set of {issuer}: {e}")
+    except OSError as e:
+        fail(f"verify: --repository: {e.strerror or e}")
+
+
+def _cache_dir() -> pathlib.Path:
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(pathlib.Path.home() / ".cache")
+    return pathlib.Path(base) / "staycheck" / "repositories"
+
+
 def _trusted(args: argparse.Namespace) -> Any:
     try:
         if args.trust_store is not None:
@@ -184,11 +219,16 @@ def refused(message: str) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     check_identity_flags(args)
     text = _presentation_text(args)
-    trusted = _trusted(args)
+    if args.repository is None:
+        trusted = _trusted(args)
     try:
         presentation = read_presentation(text)
     except SignedDataError as e:
         return refused(f"{reason(e)}: {e}")
+    if args.repository is not None:
+        # The issuer the token names picks the key set to fetch; the signature check that
+        # follows decides whether that was the truth.
+        trusted = _from_repository(args, presentation.verdict().issuer)
     identity = choose_identity(args, presentation)
     at = now() if args.at is None else args.at
     _warn_if_stale(args, trusted, presentation, at)
@@ -245,6 +285,19 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--keys", metavar="JWKS.json", help="one issuer's keys")
     which.add_argument("--trust-store", metavar="TOML", help="several issuers (federation)")
+    which.add_argument(
+        "--repository",
+        metavar="URL|DIR",
+        help="fetch the issuer's keys from the TUF repository, checked from --trusted-root "
+        "(needs the repository extra)",
+    )
+    p.add_argument("--trusted-root", metavar="ROOT.json", help="with --repository")
+    p.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="with --repository: where TUF's trusted metadata is kept "
+        "(default ~/.cache/staycheck/repositories/...)",
+    )
     add_identity_flags(p)
     p.add_argument("--min-riskset-version", type=int, metavar="N")
     p.add_argument(

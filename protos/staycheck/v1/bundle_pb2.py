@@ -25,19 +25,25 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19staycheck/v1/bundle.proto\x12\x0cstaycheck.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"}\n\x06Policy\x12\x13\n\x0bwindow_days\x18\x01 \x01(\r\x12\x18\n\x10min_stay_seconds\x18\x02 \x01(\r\x12/\n\x0e\x66lagged_levels\x18\x03 \x03(\x0e\x32\x17.staycheck.v1.RiskLevel\x12\x13\n\x0btolerance_m\x18\x04 \x01(\x01\"\xca\x01\n\x08RiskArea\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tcity_code\x18\x02 \x01(\t\x12&\n\x05level\x18\x03 \x01(\x0e\x32\x17.staycheck.v1.RiskLevel\x12\x14\n\x0cgeometry_wkb\x18\x04 \x01(\x0c\x12/\n\x0b\x61\x63tive_from\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x61\x63tive_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xcd\x01\n\x0eRiskAreaBundle\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12-\n\tissued_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06policy\x18\x04 \x01(\x0b\x32\x14.staycheck.v1.Policy\x12%\n\x05\x61reas\x18\x05 \x03(\x0b\x32\x16.staycheck.v1.RiskArea*g\n\tRiskLevel\x12\x1a\n\x16RISK_LEVEL_UNSPECIFIED\x10\x00\x12\x12\n\x0eRISK_LEVEL_LOW\x10\x01\x12\x15\n\x11RISK_LEVEL_MEDIUM\x10\x02\x12\x13\n\x0fRISK_LEVEL_HIGH\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19staycheck/v1/bundle.proto\x12\x0cstaycheck.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"}\n\x06Policy\x12\x13\n\x0bwindow_days\x18\x01 \x01(\r\x12\x18\n\x10min_stay_seconds\x18\x02 \x01(\r\x12/\n\x0e\x66lagged_levels\x18\x03 \x03(\x0e\x32\x17.staycheck.v1.RiskLevel\x12\x13\n\x0btolerance_m\x18\x04 \x01(\x01\"\xca\x01\n\x08RiskArea\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tcity_code\x18\x02 \x01(\t\x12&\n\x05level\x18\x03 \x01(\x0e\x32\x17.staycheck.v1.RiskLevel\x12\x14\n\x0cgeometry_wkb\x18\x04 \x01(\x0c\x12/\n\x0b\x61\x63tive_from\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x61\x63tive_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xcd\x01\n\x0eRiskAreaBundle\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12-\n\tissued_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06policy\x18\x04 \x01(\x0b\x32\x14.staycheck.v1.Policy\x12%\n\x05\x61reas\x18\x05 \x03(\x0b\x32\x16.staycheck.v1.RiskArea\"a\n\nRiskPolicy\x12$\n\x06policy\x18\x01 \x01(\x0b\x32\x14.staycheck.v1.Policy\x12-\n\x0b\x64\x65partments\x18\x02 \x03(\x0b\x32\x18.staycheck.v1.Department\"(\n\nDepartment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"H\n\x0bRiskAreaSet\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12%\n\x05\x61reas\x18\x02 \x03(\x0b\x32\x16.staycheck.v1.RiskArea*g\n\tRiskLevel\x12\x1a\n\x16RISK_LEVEL_UNSPECIFIED\x10\x00\x12\x12\n\x0eRISK_LEVEL_LOW\x10\x01\x12\x15\n\x11RISK_LEVEL_MEDIUM\x10\x02\x12\x13\n\x0fRISK_LEVEL_HIGH\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'staycheck.v1.bundle_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RISKLEVEL']._serialized_start=616
-  _globals['_RISKLEVEL']._serialized_end=719
+  _globals['_RISKLEVEL']._serialized_start=831
+  _globals['_RISKLEVEL']._serialized_end=934
   _globals['_POLICY']._serialized_start=76
   _globals['_POLICY']._serialized_end=201
   _globals['_RISKAREA']._serialized_start=204
   _globals['_RISKAREA']._serialized_end=406
   _globals['_RISKAREABUNDLE']._serialized_start=409
   _globals['_RISKAREABUNDLE']._serialized_end=614
+  _globals['_RISKPOLICY']._serialized_start=616
+  _globals['_RISKPOLICY']._serialized_end=713
+  _globals['_DEPARTMENT']._serialized_start=715
+  _globals['_DEPARTMENT']._serialized_end=755
+  _globals['_RISKAREASET']._serialized_start=757
+  _globals['_RISKAREASET']._serialized_end=829
 # @@protoc_insertion_point(module_scope)

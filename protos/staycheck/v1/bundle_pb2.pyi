@@ -158,3 +158,85 @@ class RiskAreaBundle(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RiskAreaBundle: _TypeAlias = RiskAreaBundle  # noqa: Y015
+
+@_typing.final
+class RiskPolicy(_message.Message):
+    """Risk areas through TUF (docs/adr/0011): the health authority's top-level targets role
+    signs the policy target; each department's delegated role signs its own areas file.
+
+    The target "policy.pb": the matching policy and the departments whose areas it merges.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    DEPARTMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___Policy: ...
+    @_builtins.property
+    def departments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Department]:
+        """Each department's delegated role and the one target path it may publish."""
+
+    def __init__(
+        self,
+        *,
+        policy: Global___Policy | None = ...,
+        departments: _abc.Iterable[Global___Department] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["departments", b"departments", "policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RiskPolicy: _TypeAlias = RiskPolicy  # noqa: Y015
+
+@_typing.final
+class Department(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The role name, e.g. "police"; [a-z][a-z0-9-]{0,31}."""
+    path: _builtins.str
+    """The target path, "areas/<name>.pb"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Department: _TypeAlias = Department  # noqa: Y015
+
+@_typing.final
+class RiskAreaSet(_message.Message):
+    """A department's target "areas/<name>.pb": that department's current areas."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPARTMENT_FIELD_NUMBER: _builtins.int
+    AREAS_FIELD_NUMBER: _builtins.int
+    department: _builtins.str
+    """The department's role name; must be the role that signed it."""
+    @_builtins.property
+    def areas(self) -> _containers.RepeatedCompositeFieldContainer[Global___RiskArea]: ...
+    def __init__(
+        self,
+        *,
+        department: _builtins.str = ...,
+        areas: _abc.Iterable[Global___RiskArea] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["areas", b"areas", "department", b"department"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RiskAreaSet: _TypeAlias = RiskAreaSet  # noqa: Y015

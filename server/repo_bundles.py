@@ -1,0 +1,152 @@
+"""The risk areas in use, followed from the TUF repository (``serve --repository``).
+
+:class:`RepositoryBundles` has the interface the server already uses for its bundle
+(``current``, ``bundle_for``, ``serving``, ``changed``, ``reload``): every
+``refresh_interval_s`` the watcher asks :meth:`changed`, and :meth:`reload` runs one
+``staycheck.server.follower.RepositoryFollower.refresh`` on a thread of its own, waited for
+at most ``refresh_timeout_s`` (a hung repository never holds the watcher, health or
+expiry). A refresh that fails any check, of TUF's or ours, is logged with its reason and
+changes nothing: the last good set keeps serving until its metadata expires, then the
+server fails closed (``bundle_for`` raises ``UnavailableError``: FAILED_PRECONDITION, health
+NOT_SERVING), exactly as with a bundle file.
+
+Rollback across restarts is TUF's: the trusted metadata lives in the state dir.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from staycheck.geo.bundle import RiskAreaBundle
+from staycheck.geo.errors import Error, UnavailableError
+from staycheck.server.bundles import ReadNotFinishedError, ReloadResult
+from staycheck.server.follower import Refreshed, RepositoryFollower
+from tuf.api.exceptions import DownloadError, RepositoryError
+
+log = logging.getLogger("staycheck.bundle")
+REFRESH_ERRORS = (RepositoryError, DownloadError, Error, OSError)
+
+
+@dataclass
+class RefreshStats:
+    """What metrics show: outcomes by reason, and the versions of the set in use."""
+
+    outcomes: dict[str, int] = field(default_factory=dict)
+    last: Refreshed | None = None
+
+    def count(self, reason: str) -> None:
+        self.outcomes[reason] = self.outcomes.get(reason, 0) + 1
+
+
+class RepositoryBundles:
+    def __init__(
+        self,
+        follower: RepositoryFollower,
+        *,
+        clock: Callable[[], int],
+        refresh_interval_s: float = 60.0,
+        refresh_timeout_s: float = 30.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._follower = follower
+        self._clock = clock
+        self._interval = refresh_interval_s
+        self._timeout = refresh_timeout_s
+        self._monotonic = monotonic
+        self._on_change = on_change
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tuf-refresh")
+        self._pending: concurrent.futures.Future[Refreshed] | None = None
+        self._lock = threading.Lock()
+        self._current: RiskAreaBundle | None = None
+        self._last_attempt: float | None = None
+        self.stats = RefreshStats()
+
+    @property
+    def current(self) -> RiskAreaBundle | None:
+        return self._current
+
+    def bundle_for(self, now: int) -> RiskAreaBundle:
+        bundle = self._current
+        if bundle is None:
+            raise UnavailableError("no valid risk-area set from the repository yet")
+        if bundle.expires_at <= now:
+            raise UnavailableError("the repository's metadata has expired; waiting for fresh")
+        return bundle
+
+    def serving(self, now: int) -> bool:
+        bundle = self._current
+        return bundle is not None and bundle.expires_at > now
+
+    def changed(self) -> bool:
+        """True when a refresh is due (the interval passed since the last attempt)."""
+        last = self._last_attempt
+        return last is None or self._monotonic() - last >= self._interval
+
+    def reload(self) -> ReloadResult:
+        """One refresh; never raises for anything the repository or the network does."""
+        with self._lock:
+            self._last_attempt = self._monotonic()
+            try:
+                refreshed = self._bounded()
+                bundle = self._bundle(refreshed)
+            except REFRESH_ERRORS as e:
+                reason = type(e).__name__
+                self.stats.count(reason)
+                current = self._current
+                log.warning(
+                    "repository refresh refused: %s: %s; still serving version %s",
+                    reason,
+                    e,
+                    current.version if current else "none",
+                )
+                return ReloadResult(False, f"{reason}: {e}")
+            if self._current is not None and bundle.version == self._current.version:
+                self.stats.count("unchanged")
+                return ReloadResult(True, "unchanged", bundle.version)
+            if bundle.version < (self._current.version if self._current else 0):
+                # TUF refuses a rollback; this is a second lock on the same door.
+                self.stats.count("rollback")
+                return ReloadResult(False, "rollback", bundle.version)
+            self._current = bundle
+            self.stats.last = refreshed
+            self.stats.count("accepted")
+            log.info(
+                "risk areas accepted: snapshot version %d, %d areas from %s",
+                bundle.version,
+                bundle.area_count,
+                ", ".join(refreshed.departments) or "no department",
+            )
+        self._on_change()
+        return ReloadResult(True, "accepted", bundle.version)
+
+    def _bundle(self, refreshed: Refreshed) -> RiskAreaBundle:
+        """The bundle for ``refreshed``; when only the metadata moved on (same content), the
+        index in use is kept and only version and expiry change."""
+        current, msg = self._current, refreshed.bundle
+        if current is not None and current.digest == refreshed.content:
+            return dataclasses.replace(
+                current,
+                version=msg.version,
+                issued_at=msg.issued_at.seconds,
+                expires_at=msg.expires_at.seconds,
+            )
+        return RiskAreaBundle.from_proto(msg, digest=refreshed.content)
+
+    def _bounded(self) -> Refreshed:
+        if self._pending is not None and not self._pending.done():
+            raise ReadNotFinishedError("an earlier repository refresh has not finished")
+        future = self._worker.submit(self._follower.refresh, now=self._clock())
+        self._pending = future
+        try:
+            return future.result(timeout=self._timeout)
+        except concurrent.futures.TimeoutError:
+            raise ReadNotFinishedError(
+                f"the repository refresh did not finish within {self._timeout:g} s"
+            ) from None
