@@ -145,6 +145,22 @@ def build_figures(res: dict[str, Any], *, concurrency: int) -> list[Figure]:
     figs.append(f.with_target("≥ 12 000 /s", None))
     title = "  parse+validate+match+sign+encode per core"
     figs.append(_compare("3.full_item", title, "per_s", "/s", (ms["full_item"], sign), raw_sign))
+    # Issue 12: the verdict key on a SoftHSM2 token beside the key file, same run (no target:
+    # a software token in this process is not an HSM's latency, but it is the PKCS#11 path).
+    hsm_stream = res.get("partner_stream_hsm")
+    if hsm_stream is not None and stream is not None:
+        title = "3 Partner stream verdicts/s per core, SoftHSM2 key"
+        v = hsm_stream["verdicts_per_core_s"]
+        base = stream["verdicts_per_core_s"]
+        figs.append(_beside("3.stream_hsm", title, v, "/s", base, "key file, same run"))
+    if "match_sign_hsm" in ms:
+        title = "3 match + sign verdicts/s per core, SoftHSM2 key"
+        pair = ms["match_sign_hsm"], ms["match_sign_file"]
+        note = "PKCS#11 through PyKCS11 into SoftHSM2, in process"
+        figs.append(_compare("3.match_sign_hsm", title, "per_s", "/s", pair, "key file", note))
+        title = "  raw signs/s per core, SoftHSM2 (CKM_EDDSA)"
+        pair = ms["raw_sign_hsm"], ms["raw_sign_file"]
+        figs.append(_compare("3.raw_sign_hsm", title, "per_s", "/s", pair, "raw Ed25519, file"))
     vr = res["verify"]
     title = "4 Offline verify_token tokens/s (one core)"
     pair = vr["verify_token"], vr["raw_verify"]

@@ -1,4 +1,5 @@
-"""In-process throughput on one thread: match + sign, offline verification, raw Ed25519.
+"""In-process throughput on one thread: match + sign, offline verification, raw Ed25519;
+match + sign and raw signs with the verdict key on a SoftHSM2 token beside the key file.
 
 Rates are calls per second of this thread's own CPU time (``time.thread_time``), so they
 are "per core" figures and depend little on what else the machine runs. Each subject is
@@ -22,7 +23,7 @@ from staycheck.geo.matching import evaluate
 from staycheck.server.binding_input import read_binding
 from staycheck.trust import cose
 from staycheck.trust.binding import DEFAULT_PARAMETERS
-from staycheck.trust.keys import Ed25519Signer, KeySet, VerdictKeySet
+from staycheck.trust.keys import Ed25519Signer, KeySet, Signer, VerdictKeySet
 from staycheck.trust.verdict import TokenSigner, issue_verdict
 from staycheck.trust.verifier import SubjectBinding, verify_token
 from staycheck.v1 import verification_pb2 as pb
@@ -100,6 +101,7 @@ def match_and_sign(
     now: int,
     rounds: int,
     seconds: float,
+    hsm_signer: Signer | None = None,
 ) -> dict[str, Rate]:
     """Figure 3 (in-process stand-in for the partner batch stream):
 
@@ -108,8 +110,15 @@ def match_and_sign(
     - ``full_item``: the whole per-item work of a batch without gRPC: parse the request
       bytes, convert and validate the stays, match, issue, sign, serialize the response;
     - ``raw_sign``: bare Ed25519 signs of verdict-sized inputs (the ceiling).
+
+    With ``hsm_signer`` (a key on a SoftHSM2 token, issue 12), also ``match_sign_hsm`` (the
+    same work signing through PKCS#11) in rounds interleaved with ``match_sign_file``
+    (the key file again, so the pair shares the machine's state), and ``raw_sign_hsm``
+    (bare signs through PKCS#11) beside ``raw_sign_file``. The token's work runs in this
+    thread (SoftHSM2 is a library), so thread CPU counts it.
     """
-    token_signer = TokenSigner(Ed25519Signer.generate())
+    file_signer = Ed25519Signer.generate()
+    token_signer = TokenSigner(file_signer)
     raw_key = Ed25519PrivateKey.generate()
     items = [(stays_from_proto(r.itinerary), r.subject_binding) for r in requests]
     raw_items = [r.SerializeToString() for r in requests]
@@ -152,7 +161,34 @@ def match_and_sign(
     sign_inputs = _sign_inputs(64)
     ms, raw = compare((one, items), (raw_key.sign, sign_inputs), rounds=rounds, seconds=seconds)
     fi, _ = compare((full, raw_items), (raw_key.sign, sign_inputs), rounds=1, seconds=seconds)
-    return {"match_sign": ms, "full_item": fi, "raw_sign": raw}
+    out = {"match_sign": ms, "full_item": fi, "raw_sign": raw}
+    if hsm_signer is not None:
+        hsm_token_signer = TokenSigner(hsm_signer)
+
+        def one_hsm(item: tuple[Any, bytes]) -> str:
+            stays, binding = item
+            status = evaluate(stays, bundle, now=now)
+            verdict = issue_verdict(
+                status,
+                now=now,
+                issuer=ISSUER,
+                riskset_version=bundle.version,
+                bundle_expires_at=bundle.expires_at,
+                binding=binding,
+                binding_params=DEFAULT_PARAMETERS if binding else None,
+            )
+            return hsm_token_signer.sign(verdict)
+
+        out["match_sign_hsm"], out["match_sign_file"] = compare(
+            (one_hsm, items), (one, items), rounds=rounds, seconds=seconds
+        )
+        out["raw_sign_hsm"], out["raw_sign_file"] = compare(
+            (hsm_signer.sign, sign_inputs),
+            (file_signer.sign, sign_inputs),
+            rounds=rounds,
+            seconds=seconds,
+        )
+    return out
 
 
 def verify_rates(*, now: int, rounds: int, seconds: float, tokens: int = 64) -> dict[str, Rate]:

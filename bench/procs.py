@@ -15,7 +15,7 @@ import dataclasses
 import os
 import pathlib
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from staycheck.trust.keys import Ed25519Signer
@@ -183,9 +183,11 @@ def serve(
     extra_args: Sequence[str] = (),
     start_timeout_s: float = 120.0,
     cpus: set[int] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[ServerProcess]:
     """A ``staycheck serve`` subprocess on 127.0.0.1:0 serving ``bundle``, its threads
-    pinned to ``cpus`` (from its start, and again once it is ready)."""
+    pinned to ``cpus`` (from its start, and again once it is ready); ``env`` is added to
+    its environment (``SOFTHSM2_CONF`` for a verdict key on a token)."""
     with harness.serve_process(
         root,
         authority=authority,
@@ -195,6 +197,7 @@ def serve(
         extra_args=extra_args,
         start_timeout_s=start_timeout_s,
         on_start=lambda pid: pin(pid, cpus),
+        env=env,
     ) as served:
         pin(served.pid, cpus)
         yield ServerProcess.of(served, authority)

@@ -9,7 +9,9 @@ same run, with the ratio and the target of issue 5.
 2. The same at 100, 10 000 and 100 000 areas: per-call CPU at 100 000 vs at 100.
 3. Partner batch stream (``staycheck.v1.PartnerVerification/SubmitItineraries`` over
    mutual TLS) verdicts/s per server core vs raw Ed25519 signs/s; beside it the in-process
-   "match + sign" rate on one thread (what the stream costs without gRPC).
+   "match + sign" rate on one thread (what the stream costs without gRPC). The verdict key
+   on a SoftHSM2 token (``--verdict-key pkcs11:...``, issue 12) beside the key file, in the
+   same run: the stream's rate and the in-process match + sign and raw sign rates.
 4. Offline ``verify_token`` tokens/s vs raw Ed25519 verifies/s, one thread.
 5. Loading a 100 000-area bundle (signature + parse + index): time, in a fresh process,
    and the server's RSS with that bundle vs with 100 areas.
@@ -63,6 +65,7 @@ from staycheck.v1 import verification_pb2 as pb
 from bench import data as bdata
 from bench.drive import LoadResult, call_raw, drive, h2load_path
 from bench.figures import build_figures, print_table
+from bench.hsm import BenchToken, make_token
 from bench.inproc import binding_guesses, match_and_sign, verify_rates
 from bench.procs import ServerProcess, serve, serve_supports, split_cpus
 from bench.stats import fmt_duration, median
@@ -238,13 +241,20 @@ def _report_server(label: str, srv: dict[str, Any], t0: float) -> None:
 
 
 def partner_stream_figure(
-    root: pathlib.Path, authority: Ed25519Signer, s: Settings, now: int, n_areas: int
+    root: pathlib.Path,
+    authority: Ed25519Signer,
+    s: Settings,
+    now: int,
+    n_areas: int,
+    *,
+    token: BenchToken | None = None,
 ) -> dict[str, Any]:
     """Figure 3 over the real partner stream: a server with its partner listener (mutual
     TLS, certificates made for the run, a budget high enough not to pace), one
     ``SubmitItineraries`` stream of N itineraries read as they come, and N divided by the
     server process's CPU seconds: verdicts/s per server core. The client runs in this
-    process, on the load generator's CPU when pinned."""
+    process, on the load generator's CPU when pinned. With ``token``, the server signs with
+    the key on that SoftHSM2 token (``--verdict-key``)."""
     from staycheck.cli import certs
     from staycheck.client.client import PartnerClient, tls_credentials
 
@@ -271,9 +281,12 @@ def partner_stream_figure(
         "--partners", str(pki / "partners.toml"),
     )  # fmt: skip
     bundle = bdata.signed_bundle(areas, authority, now=now)
-    with serve(
-        root / "partner-server", bundle, authority, extra_args=args, cpus=server_cpus
-    ) as srv:
+    env = None
+    name = "partner-server"
+    if token is not None:
+        args = (*args, "--verdict-key", token.uri)
+        env, name = token.env, "partner-server-hsm"
+    with serve(root / name, bundle, authority, extra_args=args, cpus=server_cpus, env=env) as srv:
         # The partner listener's line follows "serving on": wait for it.
         partners = srv.wait_for_stdout(r"partners on \S+:(\d+)", timeout=30)
         if partners is None:
@@ -560,13 +573,19 @@ def main(argv: list[str] | None = None) -> int:
                     f" {time.monotonic() - t0:.0f} s",
                     flush=True,
                 )
-        res["partner_stream"] = partner_stream_figure(root, authority, s, now, n_mid)
-        ps = res["partner_stream"]
-        print(
-            f"  partner stream: {ps['items']} items, {ps['errors']} errors,"
-            f" {ps['verdicts_per_core_s']:.0f} verdicts/s per server core",
-            flush=True,
-        )
+        token, no_token = make_token(root)
+        if token is None:
+            print(f"  note: no verdict key on a token in this run: {no_token}", flush=True)
+        streams = {"partner_stream": None} | ({"partner_stream_hsm": token} if token else {})
+        for key, stream_token in streams.items():
+            res[key] = partner_stream_figure(root, authority, s, now, n_mid, token=stream_token)
+            ps = res[key]
+            print(
+                f"  partner stream{', SoftHSM2 key' if stream_token else ''}: {ps['items']}"
+                f" items, {ps['errors']} errors,"
+                f" {ps['verdicts_per_core_s']:.0f} verdicts/s per server core",
+                flush=True,
+            )
         areas = bdata.make_areas(n_mid, now=now, seed=1)
         bundle = open_bundle(
             bdata.signed_bundle(areas, authority, now=now),
@@ -575,7 +594,12 @@ def main(argv: list[str] | None = None) -> int:
         maker = bdata.ItineraryMaker(areas, now=now, seed=3)
         requests = [maker.request(hit=k % 5 == 0) for k in range(256)]
         rates = match_and_sign(
-            bundle, requests, now=now, rounds=s.inproc_rounds, seconds=s.inproc_seconds
+            bundle,
+            requests,
+            now=now,
+            rounds=s.inproc_rounds,
+            seconds=s.inproc_seconds,
+            hsm_signer=token.signer if token is not None else None,
         )
         res["match_sign"] = {k: asdict(v) for k, v in rates.items()}
         res["match_sign"]["areas"] = n_mid

@@ -28,9 +28,38 @@ from staycheck.cli.common import (
 from staycheck.geo.errors import SignedDataError
 
 
+def _is_uri(text: str) -> bool:
+    return text[:7].lower() == "pkcs11:"
+
+
+def _signer(key: str) -> Any:
+    """The authority's signer: a PEM private key file, or a key on a PKCS#11 token."""
+    if _is_uri(key):
+        from staycheck.server.pkcs11 import Pkcs11Signer
+
+        return Pkcs11Signer(key)
+    from staycheck.trust.keys import Ed25519Signer
+
+    return Ed25519Signer.from_pem(read(key, "key"))
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     from staycheck.trust.keys import Ed25519Signer
 
+    if _is_uri(args.private):
+        from staycheck.server.pkcs11 import generate_key_pair
+
+        public = pathlib.Path(args.public)
+        if not args.force and public.exists():
+            fail("keygen: refusing to overwrite an existing key file (use --force)")
+        check_writable(public)
+        token_signer = generate_key_pair(args.private)
+        write_atomic(public, token_signer.public_key.to_pem(), 0o644)
+        print(
+            f"authority key {token_signer.kid.hex()}: private key on the token, sensitive and "
+            f"not extractable ({token_signer.uri}), public {public}"
+        )
+        return EXIT_OK
     signer = Ed25519Signer.generate()
     private, public = pathlib.Path(args.private), pathlib.Path(args.public)
     if not args.force and (private.exists() or public.exists()):
@@ -55,7 +84,6 @@ def cmd_sign(args: argparse.Namespace) -> int:
     from staycheck.geo.authoring import build_bundle, parse_time
     from staycheck.geo.bundle import Level, Policy
     from staycheck.trust.bundles import sign_bundle
-    from staycheck.trust.keys import Ed25519Signer
 
     try:
         expires = parse_time(args.expires)
@@ -76,7 +104,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
         collection = json.loads(read(args.areas, "areas"))
     except ValueError:
         fail("sign: --areas is not valid JSON")
-    signer = Ed25519Signer.from_pem(read(args.key, "key"))
+    signer = _signer(args.key)
     out = pathlib.Path(args.out)
     if out.exists() and not args.force:
         fail(f"sign: {out} exists; use --force to replace it (atomically, as a publication)")
@@ -207,7 +235,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     asub = authority.add_subparsers(dest="authority_command", required=True, metavar="COMMAND")
     authority_repo.add_parsers(asub)
     p = asub.add_parser("keygen", help="make an Ed25519 authority key pair")
-    p.add_argument("--private", required=True, metavar="PATH", help="private key (PEM, 0600)")
+    p.add_argument(
+        "--private",
+        required=True,
+        metavar="PATH|URI",
+        help="private key (PEM, 0600), or a PKCS#11 URI: made on the token, sensitive and "
+        "not extractable (the hsm extra)",
+    )
     p.add_argument("--public", required=True, metavar="PATH", help="public key (PEM)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(func=cmd_keygen)
@@ -217,7 +251,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--version", required=True, type=int, metavar="N", help="strictly increasing")
     p.add_argument("--expires", required=True, metavar="RFC3339")
     p.add_argument("--issued-at", metavar="RFC3339", help="default: now")
-    p.add_argument("--key", required=True, metavar="PRIVATE", help="authority private key")
+    p.add_argument(
+        "--key",
+        required=True,
+        metavar="PRIVATE|URI",
+        help="authority private key: a PEM file, or a PKCS#11 URI of a key on a token",
+    )
     p.add_argument("--out", required=True, metavar="BUNDLE", help="written atomically")
     p.add_argument(
         "--force", action="store_true", help="replace an existing BUNDLE (publishing a new one)"

@@ -31,6 +31,7 @@ EXTRA_OF_PACKAGE = {
     "segno": "qr",
     "zxingcpp": "qr",
     "PIL": "qr",
+    "PyKCS11": "hsm",
 }
 
 

@@ -23,7 +23,7 @@ SERVE_FLAGS = (
     "listen", "bundle", "authority_key", "state_dir", "issuer", "tls_cert", "tls_key",
     "insecure", "partner_listen", "partner_ca", "partners", "trust_store", "metrics_listen",
     "access_log", "log_level", "log_format", "workers", "scrub_freed_memory",
-    "key_refresh_interval_s", "key_publish_ahead_s",
+    "key_refresh_interval_s", "key_publish_ahead_s", "verdict_key",
 )  # fmt: skip
 DEFAULT_PUBLISH_AHEAD = "24h"  # staycheck.server.keystore.DEFAULT_PUBLISH_AHEAD_S
 _DURATION = re.compile(r"(\d+)([smhd]?)")
@@ -85,22 +85,46 @@ def _hours(seconds: int) -> str:
     return f"{seconds / 3600:.1f} h" if seconds % 3600 else f"{seconds // 3600} h"
 
 
+def _next_key(args: argparse.Namespace) -> Any:
+    """The token key ``--next-key`` names (made now with ``--create``), or None."""
+    if args.next_key is None:
+        if args.create:
+            fail("keys rotate: --create needs --next-key URI (where to make the key)")
+        return None
+    from staycheck.server.keystore import NextKey
+    from staycheck.server.pkcs11 import Pkcs11Signer, generate_key_pair
+
+    signer = generate_key_pair(args.next_key) if args.create else Pkcs11Signer(args.next_key)
+    if args.create:
+        print(
+            f"made key {signer.kid.hex()} on the token: {signer.uri} (sensitive, not extractable)"
+        )
+    return NextKey(signer)
+
+
+def _next_rotation(pending_kid: str | None) -> str:
+    if pending_kid is None:
+        return "The next rotation names its next key (--next-key URI)."
+    return f"Next key {pending_kid} is published now for the next rotation."
+
+
 def cmd_rotate(args: argparse.Namespace) -> int:
     from staycheck.server.keystore import VerdictKeyStore, bucket_ceil
 
     store = VerdictKeyStore(pathlib.Path(args.state_dir), issuer="")
+    next_key = _next_key(args)
     t = now()
     if args.now:
-        r = store.rotate(now=t, emergency=True)
+        r = store.rotate(now=t, emergency=True, next_key=next_key)
         print(
             f"emergency rotation: revoked verdict key(s) {', '.join(r.revoked) or '(none)'}; "
             f"new key {r.kid} signs from now on (servers on this state dir switch within "
             "seconds). Every verifier must fetch the key set again now: until it does, it "
             "still accepts what the revoked keys sign, and it refuses the new key's verdicts. "
-            f"Next key {r.pending_kid} is published for the next rotation."
+            + _next_rotation(r.pending_kid)
         )
         return EXIT_OK
-    r = store.rotate(now=t, publish_ahead_s=args.publish_ahead)
+    r = store.rotate(now=t, publish_ahead_s=args.publish_ahead, next_key=next_key)
     later = (
         " (not earlier: verifiers hold this key with that start already)"
         if r.signs_from > bucket_ceil(t + args.publish_ahead)
@@ -116,7 +140,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         f"verdict key {r.kid} is in the published key set now and starts signing at "
         f"{rfc3339(r.signs_from)}, in {_hours(max(r.signs_from - t, 0))}{later}.{replaced} "
         f"Verifiers that fetch the key set again before {rfc3339(r.signs_from)} need nothing "
-        f"else. Next key {r.pending_kid} is published now for the next rotation."
+        f"else. {_next_rotation(r.pending_kid)}"
     )
     return EXIT_OK
 
@@ -135,6 +159,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--authority-key", metavar="PUBLIC", help="authority public key (PEM)")
     p.add_argument("--state-dir", metavar="DIR", help="verdict keys, bundle version floor")
     p.add_argument("--issuer", metavar="CODE", help="province code, e.g. 110000")
+    p.add_argument(
+        "--verdict-key",
+        metavar="URI",
+        help="the verdict key on a PKCS#11 token or HSM (RFC 7512 URI, pkcs11:token=...;"
+        "object=...?module-path=...&pin-source=file:...; the hsm extra): the state dir then "
+        "holds no private key",
+    )
     p.add_argument("--tls-cert", metavar="PEM", help="server certificate: TLS on --listen")
     p.add_argument("--tls-key", metavar="PEM", help="server certificate's private key")
     p.add_argument(
@@ -196,9 +227,22 @@ def add_rotate_parser(ksub: argparse._SubParsersAction[argparse.ArgumentParser])
         "servers on this state dir pick the change up within seconds and switch at the "
         "scheduled time. With --now (a compromised key), every key still published is "
         "revoked and a brand-new key signs at once; every verifier must fetch the key set "
-        "again.",
+        "again. Once the signing key is on a PKCS#11 token, --next-key URI names the next "
+        "key (made beforehand, e.g. with pkcs11-tool, or here with --create).",
     )
     r.add_argument("--state-dir", required=True, metavar="DIR")
+    r.add_argument(
+        "--next-key",
+        metavar="URI",
+        help="the next key on a PKCS#11 token (RFC 7512 URI; the hsm extra): published now, "
+        "it signs after the publish-ahead period (with --now: at once)",
+    )
+    r.add_argument(
+        "--create",
+        action="store_true",
+        help="make the --next-key key pair on the token first (Ed25519; private key "
+        "sensitive and not extractable; labelled by the URI's object)",
+    )
     when = r.add_mutually_exclusive_group()
     when.add_argument(
         "--publish-ahead",

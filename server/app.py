@@ -6,7 +6,9 @@
   reflection; on the partner listener (optional), ``PartnerVerification`` plus health;
 - the bundle manager and verdict key store, the verdict core, metrics, and a background
   thread that reloads the bundle when its file changes (or on :meth:`request_reload`, which
-  SIGHUP calls), picks up key rotations, and keeps health in step with the bundle's expiry.
+  SIGHUP calls), picks up key rotations, and keeps health in step with the bundle's expiry
+  and with the signing key (a key on a PKCS#11 token that does not answer: NOT_SERVING
+  until it is back; the thread probes it every ``reload_interval_s``).
 
 It does not make the gRPC servers, their TLS credentials or bind their ports
 (``staycheck.server.listeners``), and it installs no signal handlers and prints nothing:
@@ -78,7 +80,10 @@ class StayCheckServer:
             else TrustStore([])
         )
         self.keys = VerdictKeyStore(
-            config.state_dir, issuer=config.issuer, refresh_interval_s=config.key_refresh_interval_s
+            config.state_dir,
+            issuer=config.issuer,
+            refresh_interval_s=config.key_refresh_interval_s,
+            verdict_key=config.verdict_key,
         )
         self.keys.load_or_create(now=clock(), publish_ahead_s=config.key_publish_ahead_s)
         self._trust = self._build_trust()
@@ -107,7 +112,10 @@ class StayCheckServer:
             limits=config.limits,
             verdict_ttl_s=config.verdict_ttl_s,
             on_verdict=self.metrics.observe_verdict if self.metrics is not None else None,
+            on_signer_down=self._update_health,
         )
+        if not self.core.probe_signer():  # a key on a token: it must sign now
+            raise ConfigurationError(f"verdict key: {self.core.signer_problem()}")
         self._listeners = Listeners(
             config,
             interceptors=interceptors,
@@ -154,7 +162,7 @@ class StayCheckServer:
         return self._other_issuers.with_issuer(own)
 
     def _update_health(self) -> None:
-        serving = self.bundles.serving(self._clock())
+        serving = self.bundles.serving(self._clock()) and self.core.signer_healthy()
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving and not self._stop.is_set()
@@ -220,6 +228,7 @@ class StayCheckServer:
                 if not self.reload_keys() and self._clock() - last_trust >= 60:
                     self._trust = self._build_trust()  # drop keys whose verdicts all expired
                     last_trust = self._clock()
+                self.core.probe_signer()  # a token key that went away, or came back
             except Exception as e:  # never let the watcher die: reloads and health depend on it
                 log.error("watcher: %s; retrying", type(e).__name__)
             finally:

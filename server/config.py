@@ -22,6 +22,7 @@ from staycheck.server.keystore import (
     DEFAULT_REFRESH_INTERVAL_S,
     ROTATION_GRACE_S,
 )
+from staycheck.server.pkcs11 import Pkcs11Uri
 from staycheck.trust.bundles import DEFAULT_MAX_BUNDLE_SIZE
 from staycheck.trust.verdict import MAX_TTL_S
 
@@ -40,6 +41,11 @@ class ServerConfig:
     """Verdict keys and the bundle version floor live here (mode 0700)."""
     issuer: str
     """Province code of this issuer, e.g. ``110000`` (Beijing)."""
+    verdict_key: str | None = field(default=None, repr=False)
+    """An RFC 7512 PKCS#11 URI of the verdict key on a token (``pkcs11:token=...;object=...
+    ?module-path=...&pin-source=file:...``); None: key files in ``state_dir``. On first start
+    the state dir records this key and holds no private key; later it must be a recorded
+    key. Its PIN serves every recorded key on that token. Never shown with ``pin-value``."""
     verdict_ttl_s: int = MAX_TTL_S
     """Verdict lifetime, seconds (at most 24 h; never past the bundle's expiry)."""
     key_refresh_interval_s: int = DEFAULT_REFRESH_INTERVAL_S
@@ -116,6 +122,11 @@ class ServerConfig:
     def check(self) -> None:
         if not _ISSUER.fullmatch(self.issuer):
             raise ConfigurationError("issuer: must be a six-digit province code such as 110000")
+        if self.verdict_key is not None:
+            try:
+                Pkcs11Uri.parse(self.verdict_key)
+            except ConfigurationError as e:
+                raise ConfigurationError(f"verdict_key: {e}") from None
         if not 0 < self.verdict_ttl_s <= MAX_TTL_S:
             raise ConfigurationError("verdict_ttl_s: must be within 1 s and 24 h")
         if self.key_refresh_interval_s <= 0 or self.key_publish_ahead_s <= 0:
@@ -189,6 +200,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "authority_key": ("authority_key_path", pathlib.Path),
     "state_dir": ("state_dir", pathlib.Path),
     "issuer": ("issuer", str),
+    "verdict_key": ("verdict_key", str),
     "tls_cert": ("tls_cert_path", pathlib.Path),
     "tls_key": ("tls_key_path", pathlib.Path),
     "insecure": ("insecure", bool),
@@ -292,4 +304,6 @@ def effective(config: ServerConfig) -> dict[str, Any]:
         for part in field_name.split("."):
             obj = getattr(obj, part)
         out[key] = str(obj) if isinstance(obj, pathlib.Path) else obj
+    if config.verdict_key is not None:  # never with its pin-value
+        out["verdict_key"] = str(Pkcs11Uri.parse(config.verdict_key))
     return out

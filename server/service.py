@@ -9,6 +9,11 @@ choice holds);
 use it. Nothing of a request is kept, logged or written: the stays live in local variables for the
 length of one call. How the match is computed stays behind ``staycheck.geo.matching.evaluate``, so a
 private-set-intersection mode can later produce the same verdict through the same signer.
+
+A key on a PKCS#11 token can go away: signing then raises ``TokenUnavailableError`` (an
+``UnavailableError``: FAILED_PRECONDITION, fail closed), :meth:`VerdictCore.signer_healthy` is
+false until the token is back, and :meth:`VerdictCore.probe_signer` (the server's watcher) checks
+and recovers it without a call having to come.
 """
 
 from __future__ import annotations
@@ -20,20 +25,23 @@ from collections.abc import Callable
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from staycheck.geo.errors import InvalidInputError
+from staycheck.geo.errors import InvalidInputError, UnavailableError
 from staycheck.geo.itinerary import ItineraryLimits, Status, Stay, validate
 from staycheck.geo.matching import evaluate
 from staycheck.server.binding_input import read_binding
 from staycheck.server.bundles import BundleManager
 from staycheck.server.errors import grpc_errors
 from staycheck.server.keystore import VerdictKeyStore
+from staycheck.server.pkcs11 import Pkcs11Signer
 from staycheck.trust.binding import BindingParameters
+from staycheck.trust.keys import Signer
 from staycheck.trust.verdict import MAX_TTL_S, TokenSigner, issue_verdict
 from staycheck.v1 import verification_pb2 as pb
 from staycheck.v1 import verification_pb2_grpc as pb_grpc
 
 log = logging.getLogger("staycheck.server")
 _PAST, _FUTURE = -sys.maxsize - 1, sys.maxsize
+_Selected = tuple[TokenSigner, str, int, int, int, Signer | None]
 
 
 def stays_from_proto(itinerary: pb.Itinerary, *, limits: ItineraryLimits) -> list[Stay]:
@@ -64,27 +72,31 @@ class VerdictCore:
         limits: ItineraryLimits,
         verdict_ttl_s: int = MAX_TTL_S,
         on_verdict: Callable[[Status], None] | None = None,
+        on_signer_down: Callable[[], None] | None = None,
     ) -> None:
+        """``on_signer_down`` is called when signing a verdict failed because the key's
+        token does not answer (the server turns health NOT_SERVING at once)."""
         self.bundles = bundles
         self._on_verdict = on_verdict
+        self._on_signer_down = on_signer_down
         self.keys = keys
         self.issuer = issuer
         self.clock = clock
         self._limits = limits
         self._ttl_s = verdict_ttl_s
-        # (signer, kid, from, until, generation): one tuple, replaced whole, so threads
+        # (signer, kid, from, until, generation, backend): one tuple, replaced whole, so threads
         # never mix two; replaced only by an answer from the same or a later key load, so a
         # call racing a reload cannot put back a key the reload retired (or revoked).
         self._install_lock = threading.Lock()
         self._signing = self._select(clock())
 
-    def _select(self, now: int) -> tuple[TokenSigner, str, int, int, int]:
+    def _select(self, now: int) -> _Selected:
         key = self.keys.signing_key(now=now)
         since = _PAST if key.valid_from is None else key.valid_from
         until = _FUTURE if key.valid_until is None else key.valid_until
-        return (key.signer, key.kid, since, until, key.generation)
+        return (key.signer, key.kid, since, until, key.generation, key.backend)
 
-    def _install(self, selected: tuple[TokenSigner, str, int, int, int]) -> None:
+    def _install(self, selected: _Selected) -> None:
         with self._install_lock:
             previous = self._signing
             if selected[4] < previous[4]:
@@ -105,12 +117,31 @@ class VerdictCore:
     def signer_at(self, now: int) -> TokenSigner:
         """The signer for ``now``; the key store is asked only when ``now`` leaves the span
         its last answer holds for (a scheduled switch, or a clock set back)."""
-        signer, _, since, until, _ = self._signing
-        if since <= now < until:
-            return signer
+        return self._selected_at(now)[0]
+
+    def _selected_at(self, now: int) -> _Selected:
+        selected = self._signing
+        if selected[2] <= now < selected[3]:
+            return selected
         selected = self._select(now)
         self._install(selected)
-        return selected[0]
+        return selected
+
+    def signer_healthy(self) -> bool:
+        """False while the key that signs is on a token that does not answer."""
+        backend = self._signing[5]
+        return not isinstance(backend, Pkcs11Signer) or backend.healthy
+
+    def signer_problem(self) -> str | None:
+        """Why the key that signs cannot sign now, or None."""
+        backend = self._signing[5]
+        return backend.problem if isinstance(backend, Pkcs11Signer) else None
+
+    def probe_signer(self) -> bool:
+        """Check the key that signs now (a token key: sign a probe, or try to recover it);
+        True if it can sign. For the watcher, not for calls."""
+        backend = self._selected_at(self.clock())[5]
+        return not isinstance(backend, Pkcs11Signer) or backend.probe()
 
     def submit(
         self,
@@ -137,9 +168,15 @@ class VerdictCore:
             binding_params=binding_params,
             ttl_s=self._ttl_s,
         )
+        try:
+            token = self.signer_at(now).sign(verdict)
+        except UnavailableError:  # the key's token does not answer: fail closed
+            if self._on_signer_down is not None:
+                self._on_signer_down()
+            raise
         return pb.SubmitItineraryResponse(
             status=pb.VerdictStatus.ValueType(status),
-            token=self.signer_at(now).sign(verdict),
+            token=token,
             issued_at=Timestamp(seconds=verdict.issued_at),
             expires_at=Timestamp(seconds=verdict.expires_at),
             riskset_version=verdict.riskset_version,

@@ -73,9 +73,11 @@ def supervise(config: ServerConfig) -> int:
         psock, partner_listen = _reserve(partner_listen)
         reserved.append(psock)
     config = dataclasses.replace(config, listen=listen, partner_listen=partner_listen)
-    VerdictKeyStore(config.state_dir, issuer=config.issuer).load_or_create(
-        now=int(time.time()), publish_ahead_s=config.key_publish_ahead_s
-    )
+    # The supervisor makes the first keys before forking, so that every worker loads the
+    # same ones (a key on a token is only recorded here, never made).
+    VerdictKeyStore(
+        config.state_dir, issuer=config.issuer, verdict_key=config.verdict_key
+    ).load_or_create(now=int(time.time()), publish_ahead_s=config.key_publish_ahead_s)
     shared_buckets = SharedBuckets(read_partners(config)) if partner_listen is not None else None
 
     ready_r, ready_w = os.pipe()

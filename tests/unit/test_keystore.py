@@ -478,3 +478,14 @@ def test_a_refresh_interval_not_shorter_than_the_publish_ahead_period_is_refused
 def test_key_timing_settings_must_be_above_zero(member):
     with pytest.raises(ConfigurationError, match=member):
         build_config(file={**BASE, member: 0})
+
+
+@pytest.mark.parametrize("emergency", [False, True])
+def test_rotate_refuses_a_state_dir_without_a_key_store(tmp_path, emergency):
+    """A mistyped --state-dir: an emergency rotation must not report revoking the keys of a
+    store it made on the spot while the compromised key stays live elsewhere."""
+    typo = tmp_path / "stat"
+    store = VerdictKeyStore(typo, issuer="110000")
+    with pytest.raises(ConfigurationError, match="no verdict key store"):
+        store.rotate(now=NOW, emergency=emergency)
+    assert not typo.exists()
