@@ -56,9 +56,12 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 def cmd_add_department(args: argparse.Namespace) -> int:
     repo = _open(args)
-    repo.add_department(args.name, now=now(), keys=args.keys, threshold=args.threshold)
+    uris = args.key_uri or []
+    keys = len(uris) or args.keys
+    repo.add_department(args.name, now=now(), keys=keys, threshold=args.threshold, key_uris=uris)
+    where = "on tokens" if uris else f"in {repo.keys_dir}"
     print(f"department {args.name}: may publish areas/{args.name}.pb ({args.threshold} of "
-          f"{args.keys} keys); its areas file is empty until it publishes")  # fmt: skip
+          f"{keys} keys, {where}); its areas file is empty until it publishes")  # fmt: skip
     return EXIT_OK
 
 
@@ -175,6 +178,13 @@ def add_parsers(asub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = command("add-department", "a delegated role for a department, one path", cmd_add_department)
     p.add_argument("name", metavar="NAME", help="e.g. police, health, rail")
     _keys_flags(p, 1, 1)
+    p.add_argument(
+        "--key-uri",
+        action="append",
+        metavar="URI",
+        help="a key on a PKCS#11 token (RFC 7512, with pin-source=file:...; the hsm extra) "
+        "instead of a new key file; repeat for several",
+    )
     p = command("publish", "a department publishes its areas (GeoJSON, validated)", cmd_publish)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--areas", required=True, metavar="AREAS.geojson")

@@ -30,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import pathlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,6 +178,11 @@ class AuthorityRepository:
                 raise ConfigurationError(f"{path}: not an Ed25519 key")
             signer = CryptoSigner(key)
             by_keyid[signer.public_key.keyid] = signer
+        for path in sorted(self.keys_dir.glob("*.uri")):
+            from staycheck.server.tuf_signer import Pkcs11TufSigner
+
+            token_signer = Pkcs11TufSigner(path.read_text().strip())
+            by_keyid[token_signer.public_key.keyid] = token_signer
         for role in self._roles():
             keyids = self._keyids(role)
             self._signers[role] = [by_keyid[k] for k in keyids if k in by_keyid]
@@ -205,11 +210,21 @@ class AuthorityRepository:
 
     # --- departments ----------------------------------------------------------------------
 
-    def add_department(self, name: str, *, now: int, keys: int = 1, threshold: int = 1) -> None:
+    def add_department(
+        self,
+        name: str,
+        *,
+        now: int,
+        keys: int = 1,
+        threshold: int = 1,
+        key_uris: Sequence[str] = (),
+    ) -> None:
         """A delegated role for ``name``, restricted to ``areas/<name>.pb``, with ``keys``
-        new keys of which ``threshold`` must sign; it starts with an empty areas file."""
+        new keys (or the keys on tokens that ``key_uris`` name, RFC 7512) of which
+        ``threshold`` must sign; it starts with an empty areas file."""
         check_department_name(name)
-        self._delegate(name, department_path(name), now=now, keys=keys, threshold=threshold)
+        signers = self._role_keys(name, keys, key_uris)
+        self._delegate(name, department_path(name), signers, threshold=threshold)
         policy = self.policy()
         policy.departments.add(name=name, path=department_path(name))
         self._put_policy(policy, now=now)
@@ -244,7 +259,7 @@ class AuthorityRepository:
         (``keys/<code>.jwks.json``) and nothing else; verifiers follow it."""
         name = f"issuer-{code}"
         path = issuer_keys_path(code)
-        self._delegate(name, path, now=now, keys=keys, threshold=threshold)
+        self._delegate(name, path, self._role_keys(name, keys, ()), threshold=threshold)
         self._md[name] = Metadata(Targets(expires=_expiry(now, DEPARTMENT_EXPIRY_S)))
         self._sign_and_write(name)
         self._publish_top(now=now, targets_changed=True)
@@ -265,12 +280,33 @@ class AuthorityRepository:
         self._sign_and_write(name)
         self._publish_top(now=now, targets_changed=False)
 
-    def _delegate(self, name: str, path: str, *, now: int, keys: int, threshold: int) -> None:
+    def _role_keys(self, name: str, keys: int, key_uris: Sequence[str]) -> list[Signer]:
         if name in self.delegated():
             raise ConfigurationError(f"role {name}: exists")
-        if not 1 <= threshold <= keys:
+        if key_uris:
+            return [self._token_key(f"{name}-{i + 1}", uri) for i, uri in enumerate(key_uris)]
+        return [self._new_key(f"{name}-{i + 1}") for i in range(keys)]
+
+    def _token_key(self, name: str, uri: str) -> Signer:
+        """A key on a PKCS#11 token: its URI (never a PIN value) is kept in the workspace in
+        place of a private key file."""
+        from staycheck.server.tuf_signer import Pkcs11TufSigner
+
+        if "pin-value=" in uri.lower():
+            raise ConfigurationError(
+                "key URI: use pin-source=file:... here; a pin-value would be stored in the "
+                "workspace"
+            )
+        signer = Pkcs11TufSigner(uri)
+        path = self.keys_dir / f"{name}.uri"
+        if path.exists():
+            raise ConfigurationError(f"{path}: exists; refusing to overwrite a key")
+        atomic_write(path, uri.encode() + b"\n", mode=0o600)
+        return signer
+
+    def _delegate(self, name: str, path: str, signers: list[Signer], *, threshold: int) -> None:
+        if not 1 <= threshold <= len(signers):
             raise ConfigurationError(f"{name}: the threshold must be within [1, keys]")
-        signers = [self._new_key(f"{name}-{i + 1}") for i in range(keys)]
         self._signers[name] = signers
         targets = self._md["targets"].signed
         assert targets.delegations is not None and targets.delegations.roles is not None
