@@ -1,10 +1,11 @@
 """``staycheck demo``: the whole product path on embedded sample data, in one process.
 
-An authority key signs a bundle of sample risk areas; a real gRPC server on a free loopback
-port loads it; a clean and a risky itinerary are submitted; both presentations are written
-as QR images, scanned back and verified offline against the server's published keys, with
-the identity checked against the binding; a tampered token is refused. Everything lives
-in a temporary folder removed at the end.
+The health authority makes a TUF repository with two departments, each publishing its own
+sample risk areas; a real gRPC server on a free loopback port follows it; a clean and a
+risky itinerary are submitted; both presentations are written as QR images, scanned back
+and verified offline against the server's published keys, with the identity checked
+against the binding; a tampered token is refused. Everything lives in a temporary folder
+removed at the end (``--keep DIR`` keeps the repository there).
 """
 
 from __future__ import annotations
@@ -12,22 +13,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import shutil
 import sys
 import tempfile
 import time
 
 import cbor2
 from staycheck.cli import samples
+from staycheck.cli.repository import AuthorityRepository
 from staycheck.client.client import StayCheckClient
 from staycheck.client.qr import draw_qr, read_qr, write_qr
-from staycheck.geo.authoring import build_bundle
 from staycheck.geo.bundle import Policy
 from staycheck.geo.errors import SignedDataError
 from staycheck.geo.itinerary import Status
 from staycheck.trust import cose
 from staycheck.trust.base45 import b45encode
-from staycheck.trust.bundles import sign_bundle
-from staycheck.trust.keys import Ed25519Signer
 from staycheck.trust.presentation import read_presentation
 from staycheck.trust.verdict import TOKEN_PREFIX, decode_token
 from staycheck.trust.verifier import NO_BINDING_CHECK, SubjectId, reason, verify_token
@@ -47,7 +47,7 @@ def _relabel_as_clean(token: str) -> str:
     return TOKEN_PREFIX + b45encode(forged)
 
 
-def run_demo() -> int:
+def run_demo(*, keep: pathlib.Path | None = None) -> int:
     from google.protobuf import json_format
     from staycheck.server.app import StayCheckServer
     from staycheck.server.config import ServerConfig
@@ -58,39 +58,44 @@ def run_demo() -> int:
     c = samples.cities()
     with tempfile.TemporaryDirectory(prefix="staycheck-demo-") as tmp:
         root = pathlib.Path(tmp)
-        _say("1. The health authority makes a key and signs today's risk areas")
-        authority = Ed25519Signer.generate()
-        (root / "authority.pub").write_bytes(authority.public_key.to_pem())
+        _say("1. The health authority makes its TUF repository: root (2 of 3 offline keys),")
+        _say("   its targets role with the policy, one role per department, an online key")
+        authority = AuthorityRepository(root / "authority")
+        authority.create(now=now, policy=Policy())
         areas = samples.demo_areas(now)
-        msg = build_bundle(
-            areas, version=1, issued_at=now, expires_at=now + 2 * day, policy=Policy()
-        )
-        (root / "bundle.cose").write_bytes(
-            sign_bundle(msg.SerializeToString(deterministic=True), authority)
-        )
-        for f in areas["features"]:
-            p = f["properties"]
-            _say(
-                f"   {p['id']}: {p['level']:6} area in "
-                f"{c[p['city_code']].name_en} ({p['city_code']})"
+        by_department = {"police": areas["features"][:1], "health": areas["features"][1:]}
+        for name, features in by_department.items():
+            authority.add_department(name, now=now)
+            authority.publish_areas(
+                name, {"type": "FeatureCollection", "features": features}, now=now
             )
+            for f in features:
+                p = f["properties"]
+                _say(
+                    f"   {name}: {p['id']}: {p['level']:6} area in "
+                    f"{c[p['city_code']].name_en} ({p['city_code']})"
+                )
+        (root / "root.json").write_bytes(authority.trusted_root())
 
-        _say("2. A StayCheck server for Beijing (issuer 110000) loads the signed bundle")
+        _say("2. A StayCheck server for Beijing (issuer 110000) follows the repository")
         server = StayCheckServer(
             ServerConfig(
                 listen="127.0.0.1:0",
-                bundle_path=root / "bundle.cose",
-                authority_key_path=root / "authority.pub",
+                repository=str(authority.published),
+                trusted_root_path=root / "root.json",
                 state_dir=root / "state",
                 issuer="110000",
             )
         )
         port = server.start()
         if server.bundles.current is None:
-            _say("   ERROR: the server refused the bundle")
+            _say("   ERROR: the server refused the repository")
             server.stop(grace=0)
             return 1
-        _say(f"   serving on 127.0.0.1:{port}, bundle version {server.bundles.current.version}")
+        _say(
+            f"   serving on 127.0.0.1:{port}, repository snapshot version "
+            f"{server.bundles.current.version}, {server.bundles.current.area_count} areas"
+        )
         try:
             with StayCheckClient(f"127.0.0.1:{port}") as client:
                 keys = client.verdict_keys()
@@ -147,5 +152,9 @@ def run_demo() -> int:
                     return 1
         finally:
             server.stop(grace=1)
+        if keep is not None:
+            shutil.copytree(authority.workspace, keep, dirs_exist_ok=True)
     _say("Done: nothing of either itinerary was kept by the server.")
+    if keep is not None:
+        _say(f"The repository workspace is in {keep} (its keys are throwaway demo keys).")
     return 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import sys
 from collections.abc import Sequence
 
@@ -31,7 +32,7 @@ from staycheck.geo.errors import Error
 def cmd_demo(args: argparse.Namespace) -> int:
     from staycheck.cli.demo import run_demo
 
-    return run_demo()
+    return run_demo(keep=None if args.keep is None else pathlib.Path(args.keep))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     verifier.add_parsers(sub)
     partner.add_parsers(sub)
     p = sub.add_parser("demo", help="the whole story on embedded sample data")
+    p.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="leave the TUF repository workspace (repository/, throwaway keys) in DIR",
+    )
     p.set_defaults(func=cmd_demo, extra="server")
     return parser
 

@@ -20,7 +20,8 @@ from staycheck.cli.common import (
 )
 
 SERVE_FLAGS = (
-    "listen", "bundle", "authority_key", "state_dir", "issuer", "tls_cert", "tls_key",
+    "listen", "repository", "trusted_root", "repository_refresh_s", "bundle", "authority_key",
+    "state_dir", "issuer", "tls_cert", "tls_key",
     "insecure", "partner_listen", "partner_ca", "partners", "trust_store", "metrics_listen",
     "access_log", "log_level", "log_format", "workers", "scrub_freed_memory",
     "key_refresh_interval_s", "key_publish_ahead_s", "verdict_key",
@@ -155,7 +156,19 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--config", metavar="TOML", help="configuration file")
     p.add_argument("--listen", metavar="HOST:PORT", help="public listener; port 0: any free")
-    p.add_argument("--bundle", metavar="BUNDLE", help="signed bundle, watched; SIGHUP reloads")
+    p.add_argument(
+        "--repository",
+        metavar="URL|DIR",
+        help="the TUF repository of risk areas (http(s) or a folder), refreshed every "
+        "--repository-refresh-s (default 60); SIGHUP refreshes now",
+    )
+    p.add_argument(
+        "--trusted-root", metavar="ROOT.json", help="the repository's root, for the first start"
+    )
+    p.add_argument("--repository-refresh-s", type=float, metavar="SECONDS")
+    p.add_argument(
+        "--bundle", metavar="BUNDLE", help="or: a signed bundle file, watched; SIGHUP reloads"
+    )
     p.add_argument("--authority-key", metavar="PUBLIC", help="authority public key (PEM)")
     p.add_argument("--state-dir", metavar="DIR", help="verdict keys, bundle version floor")
     p.add_argument("--issuer", metavar="CODE", help="province code, e.g. 110000")

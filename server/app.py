@@ -28,14 +28,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from staycheck.client.files import load_trust_store
 from staycheck.geo.errors import ConfigurationError, Error
-from staycheck.server.bundles import BundleManager, ReloadResult
+from staycheck.server.bundles import BundleManager, BundleSource, ReloadResult
 from staycheck.server.config import ServerConfig, read_file
 from staycheck.server.errors import DecodeGuard
+from staycheck.server.follower import RepositoryFollower
 from staycheck.server.keystore import VerdictKeyStore
 from staycheck.server.listeners import Listeners
 from staycheck.server.metrics import Metrics, ObservingInterceptor
 from staycheck.server.partner_access import SharedBuckets
 from staycheck.server.partner_service import PartnerVerificationServicer
+from staycheck.server.repo_bundles import RepositoryBundles
 from staycheck.server.service import ItineraryVerificationServicer, VerdictCore
 from staycheck.trust.keys import AuthorityKeySet, KeySet, PublicKey
 from staycheck.trust.truststore import Issuer, TrustStore
@@ -73,7 +75,6 @@ class StayCheckServer:
         config.check()
         self.config = config
         self._clock = clock
-        authority = PublicKey.from_pem(read_file(config.authority_key_path, "authority key"))
         self._other_issuers = (
             load_trust_store(config.trust_store_path)
             if config.trust_store_path is not None
@@ -88,15 +89,33 @@ class StayCheckServer:
         self.keys.load_or_create(now=clock(), publish_ahead_s=config.key_publish_ahead_s)
         self._trust = self._build_trust()
         self.health = health.HealthServicer()
-        self.bundles = BundleManager(
-            config.bundle_path,
-            AuthorityKeySet(KeySet([authority])),
-            state_dir=config.state_dir,
-            clock=clock,
-            max_size=config.max_bundle_bytes,
-            read_timeout_s=config.bundle_read_timeout_s,
-            on_change=self._update_health,
-        )
+        self.bundles: BundleSource
+        if config.repository is not None:
+            assert config.trusted_root_path is not None  # config.check()
+            follower = RepositoryFollower(
+                config.state_dir,
+                config.repository,
+                trusted_root=read_file(config.trusted_root_path, "trusted root"),
+            )
+            self.bundles = RepositoryBundles(
+                follower,
+                clock=clock,
+                refresh_interval_s=config.repository_refresh_s,
+                refresh_timeout_s=config.bundle_read_timeout_s,
+                on_change=self._update_health,
+            )
+        else:
+            assert config.bundle_path is not None and config.authority_key_path is not None
+            authority = PublicKey.from_pem(read_file(config.authority_key_path, "authority key"))
+            self.bundles = BundleManager(
+                config.bundle_path,
+                AuthorityKeySet(KeySet([authority])),
+                state_dir=config.state_dir,
+                clock=clock,
+                max_size=config.max_bundle_bytes,
+                read_timeout_s=config.bundle_read_timeout_s,
+                on_change=self._update_health,
+            )
         self.metrics: Metrics | None = None
         if config.metrics_listen is not None:
             self.metrics = Metrics()

@@ -28,7 +28,7 @@ import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from staycheck.client.files import atomic_write
 from staycheck.geo.bundle import RiskAreaBundle
@@ -50,6 +50,22 @@ class ReloadResult:
     accepted: bool
     reason: str
     version: int | None = None
+
+
+class BundleSource(Protocol):
+    """Where the risk areas in use come from: a bundle file (:class:`BundleManager`) or the
+    TUF repository (``staycheck.server.repo_bundles.RepositoryBundles``)."""
+
+    @property
+    def current(self) -> RiskAreaBundle | None: ...
+
+    def bundle_for(self, now: int) -> RiskAreaBundle: ...
+
+    def serving(self, now: int) -> bool: ...
+
+    def changed(self) -> bool: ...
+
+    def reload(self) -> ReloadResult: ...
 
 
 class BundleManager:

@@ -33,14 +33,22 @@ _ISSUER = re.compile(r"[1-8]\d0000")
 class ServerConfig:
     listen: str
     """HOST:PORT of the public listener; port 0 picks a free port."""
-    bundle_path: pathlib.Path
-    """The signed risk-area bundle file (watched for changes)."""
-    authority_key_path: pathlib.Path
-    """PEM public key of the health authority that signs bundles."""
     state_dir: pathlib.Path
-    """Verdict keys and the bundle version floor live here (mode 0700)."""
+    """Verdict keys, TUF's trusted metadata (or the bundle version floor) live here (0700)."""
     issuer: str
     """Province code of this issuer, e.g. ``110000`` (Beijing)."""
+    repository: str | None = None
+    """The TUF repository of risk areas (ADR 11): an http(s) URL or a local folder; with
+    ``trusted_root_path``. Or, the older way, ``bundle_path`` with ``authority_key_path``."""
+    trusted_root_path: pathlib.Path | None = None
+    """The repository's ``root.json`` to start from (in the image, or a Secret); read on the
+    first start only: afterwards TUF's metadata in the state dir is what is trusted."""
+    repository_refresh_s: float = 60.0
+    """How often the repository is refreshed, seconds."""
+    bundle_path: pathlib.Path | None = None
+    """A signed risk-area bundle file (watched for changes), instead of a repository."""
+    authority_key_path: pathlib.Path | None = None
+    """PEM public key of the health authority that signs the bundle file."""
     verdict_key: str | None = field(default=None, repr=False)
     """An RFC 7512 PKCS#11 URI of the verdict key on a token (``pkcs11:token=...;object=...
     ?module-path=...&pin-source=file:...``); None: key files in ``state_dir``. On first start
@@ -120,6 +128,19 @@ class ServerConfig:
         return self.tls_cert_path is not None and self.tls_key_path is not None
 
     def check(self) -> None:
+        from_repository = self.repository is not None or self.trusted_root_path is not None
+        from_file = self.bundle_path is not None or self.authority_key_path is not None
+        if from_repository == from_file:
+            raise ConfigurationError(
+                "risk areas: give --repository with --trusted-root, or --bundle with "
+                "--authority-key (one of the two)"
+            )
+        if from_repository and (self.repository is None or self.trusted_root_path is None):
+            raise ConfigurationError("repository: give both --repository and --trusted-root")
+        if from_file and (self.bundle_path is None or self.authority_key_path is None):
+            raise ConfigurationError("bundle: give both --bundle and --authority-key")
+        if not 1 <= self.repository_refresh_s <= 3600:
+            raise ConfigurationError("repository_refresh_s: must be within 1 s and 1 h")
         if not _ISSUER.fullmatch(self.issuer):
             raise ConfigurationError("issuer: must be a six-digit province code such as 110000")
         if self.verdict_key is not None:
@@ -196,6 +217,9 @@ def is_loopback(listen: str) -> bool:
 # key -> (ServerConfig field, type); the same names as the command-line flags.
 KEYS: dict[str, tuple[str, type]] = {
     "listen": ("listen", str),
+    "repository": ("repository", str),
+    "trusted_root": ("trusted_root_path", pathlib.Path),
+    "repository_refresh_s": ("repository_refresh_s", float),
     "bundle": ("bundle_path", pathlib.Path),
     "authority_key": ("authority_key_path", pathlib.Path),
     "state_dir": ("state_dir", pathlib.Path),
@@ -230,7 +254,8 @@ KEYS: dict[str, tuple[str, type]] = {
     "max_stays": ("limits.max_stays", int),
     "max_future_s": ("limits.max_future_s", int),
 }
-REQUIRED = ("listen", "bundle", "authority_key", "state_dir", "issuer")
+REQUIRED = ("listen", "state_dir", "issuer")
+"""And the risk areas: repository and trusted_root, or bundle and authority_key (check())."""
 ENV_PREFIX = "STAYCHECK_"
 
 

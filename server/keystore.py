@@ -406,7 +406,9 @@ class VerdictKeyStore:
             records = [_revoked(r, now) if r.kid in revoked else r for r in state.records]
             fresh = Ed25519Signer.generate()
             new.append(fresh)
-            kid, signs_from, replaces = fresh.kid.hex(), bucket_floor(now), None
+            # From the bucket of ``now - grace``: a pod whose clock lags a little behind
+            # this one signs with the new key inside its window too (its iat is earlier).
+            kid, signs_from, replaces = fresh.kid.hex(), bucket_floor(now - grace_s), None
             records.append(KeyRecord(kid, signs_from))
         else:
             revoked = ()
@@ -455,7 +457,7 @@ class VerdictKeyStore:
         if emergency:
             revoked = tuple(r.kid for r in state.records if not r.revoked and _published(r, now))
             records = [_revoked(r, now) if r.kid in revoked else r for r in state.records]
-            signs_from, replaces = bucket_floor(now), None
+            signs_from, replaces = bucket_floor(now - grace_s), None  # as above
         else:
             signs_from = bucket_ceil(now + publish_ahead_s)
             open_windows = [

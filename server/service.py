@@ -29,7 +29,7 @@ from staycheck.geo.errors import InvalidInputError, UnavailableError
 from staycheck.geo.itinerary import ItineraryLimits, Status, Stay, validate
 from staycheck.geo.matching import evaluate
 from staycheck.server.binding_input import read_binding
-from staycheck.server.bundles import BundleManager
+from staycheck.server.bundles import BundleSource
 from staycheck.server.errors import grpc_errors
 from staycheck.server.keystore import VerdictKeyStore
 from staycheck.server.pkcs11 import Pkcs11Signer
@@ -65,7 +65,7 @@ class VerdictCore:
     def __init__(
         self,
         *,
-        bundles: BundleManager,
+        bundles: BundleSource,
         keys: VerdictKeyStore,
         issuer: str,
         clock: Callable[[], int],

@@ -22,15 +22,12 @@ def _blocks() -> list[str]:
     return re.findall(r"```sh\n(.*?)```", text, flags=re.S)
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_readme_examples_run_as_written(tmp_path):
-    blocks = [b for b in _blocks() if "staycheck authority keygen" in b or "certs demo" in b]
-    assert len(blocks) == 2, "the example and the partner flow"
-    # Never leave a server behind, even when a command fails midway.
+def _run(blocks: list[str], replace: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The blocks as one bash script, in a folder of the test's own, on free ports (the
+    ``replace`` pairs); never leaving a server behind, even when a command fails midway."""
     script = "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n" + "\n".join(blocks)
-    # Run in a folder of this test's own, on free ports; everything else as written.
-    script = script.replace("/tmp/staycheck-example", str(tmp_path / "example"))
-    script = script.replace("50051", str(free_port())).replace("50052", str(free_port()))
+    for old, new in replace.items():
+        script = script.replace(old, new)
     env = {
         **os.environ,
         "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -44,6 +41,32 @@ def test_readme_examples_run_as_written(tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_the_repository_block_runs_as_written(tmp_path):
+    blocks = [b for b in _blocks() if "staycheck authority repo create" in b]
+    assert len(blocks) == 1
+    result = _run(
+        blocks, {"/tmp/staycheck-repo": str(tmp_path / "repo"), "50061": str(free_port())}
+    )
+    assert '"name": "police"' in result.stdout and '"name": "rail"' in result.stdout
+    assert (tmp_path / "repo" / "ws" / "repository" / "metadata" / "1.root.json").exists()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_readme_examples_run_as_written(tmp_path):
+    blocks = [b for b in _blocks() if "staycheck authority keygen" in b or "certs demo" in b]
+    assert len(blocks) == 2, "the example and the partner flow"
+    result = _run(
+        blocks,
+        {
+            "/tmp/staycheck-example": str(tmp_path / "example"),
+            "50051": str(free_port()),
+            "50052": str(free_port()),
+        },
+    )
     folder = tmp_path / "example"
     verdict = (folder / "verdict.json").read_text()
     assert '"status": "REVIEW_REQUIRED"' in verdict

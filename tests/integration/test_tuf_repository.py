@@ -51,17 +51,21 @@ def now() -> int:
     return int(time.time())
 
 
-@pytest.fixture
-def authority(tmp_path: pathlib.Path, now: int) -> AuthorityRepository:
+def two_departments(workspace: pathlib.Path, now: int) -> AuthorityRepository:
     """The health authority's repository with two departments, police and health, each
     with one area (police in Tianjin, health in Langfang)."""
-    repo = AuthorityRepository(tmp_path / "authority")
+    repo = AuthorityRepository(workspace)
     repo.create(now=now, policy=Policy())
     repo.add_department("police", now=now)
     repo.add_department("health", now=now)
     repo.publish_areas("police", areas(high_square("tj-1", TJ, "120100", now)), now=now)
     repo.publish_areas("health", areas(high_square("lf-1", LF, "131000", now)), now=now)
     return repo
+
+
+@pytest.fixture
+def authority(tmp_path: pathlib.Path, now: int) -> AuthorityRepository:
+    return two_departments(tmp_path / "authority", now)
 
 
 @contextlib.contextmanager

@@ -108,4 +108,10 @@ def test_config_check_cli(tmp_path):
         [staycheck, "config", "check", str(path)], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2
-    assert "missing required setting(s): bundle, authority_key, state_dir, issuer" in bad.stderr
+    assert "missing required setting(s): state_dir, issuer" in bad.stderr
+    # And one source of risk areas: a repository with its root, or a bundle with its key.
+    path.write_text('listen = "127.0.0.1:0"\nstate_dir = "s"\nissuer = "110000"\n', "utf-8")
+    none = subprocess.run(
+        [staycheck, "config", "check", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert none.returncode == 2 and "one of the two" in none.stderr

@@ -255,6 +255,19 @@ def test_another_process_rotating_is_picked_up(tmp_path):
 # --- emergency rotation ------------------------------------------------------------------------
 
 
+def test_an_emergency_key_serves_a_pod_whose_clock_lags_across_a_bucket(tmp_path):
+    """Rotated 30 s into a bucket; a pod whose clock is 40 s behind is still in the bucket
+    before. Its verdicts (iat in that earlier bucket) must verify under the new key: the
+    emergency key's window starts at the bucket of ``now - 60 s``."""
+    store = store_at(tmp_path)
+    boundary = 1_795_000_800 + 1200  # a bucket start after NOW
+    r = store.rotate(now=boundary + 30, emergency=True)
+    lagging = boundary + 30 - 40
+    token = token_at(store, lagging)
+    assert kid_of(token) == r.kid
+    verify(token, fetched(store, boundary + 30), lagging)
+
+
 def test_emergency_rotation_revokes_every_key_and_signs_at_once(tmp_path):
     store = store_at(tmp_path)
     old, pending = store.signing_key(now=NOW).kid, store.pending_kid
@@ -262,7 +275,7 @@ def test_emergency_rotation_revokes_every_key_and_signs_at_once(tmp_path):
     before = fetched(store, NOW)
     r = store.rotate(now=ROT, emergency=True)
     assert set(r.revoked) == {old, pending} and r.replaces is None
-    assert r.signs_from == 1_795_000_800  # ROT rounded down
+    assert r.signs_from == 1_795_000_800  # ROT - 60 s, rounded down
     assert r.kid not in (old, pending) and r.pending_kid not in (old, pending, r.kid)
     assert store.record(r.pending_kid).not_before == ROT_SWITCH
     new_token = token_at(store, ROT)
