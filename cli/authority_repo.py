@@ -47,6 +47,8 @@ def cmd_create(args: argparse.Namespace) -> int:
         policy=_policy(args),
         root_keys=args.root_keys,
         root_threshold=args.root_threshold,
+        targets_keys=args.targets_keys,
+        targets_threshold=args.targets_threshold,
     )
     print(f"repository in {repo.published} (serve this folder as it is)")
     print(f"trusted root for servers and verifiers: {repo.metadata_dir / '1.root.json'}")
@@ -174,6 +176,14 @@ def add_parsers(asub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = command("create", "a new repository: root, targets, snapshot, timestamp", cmd_create)
     p.add_argument("--root-keys", type=int, default=3, metavar="N")
     p.add_argument("--root-threshold", type=int, default=2, metavar="K")
+    p.add_argument("--targets-keys", type=int, default=3, metavar="N")
+    p.add_argument(
+        "--targets-threshold",
+        type=int,
+        default=2,
+        metavar="K",
+        help="the authority's targets role (policy, delegations): K of N keys (default 2 of 3)",
+    )
     _policy_flags(p)
     p = command("add-department", "a delegated role for a department, one path", cmd_add_department)
     p.add_argument("name", metavar="NAME", help="e.g. police, health, rail")

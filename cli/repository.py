@@ -28,8 +28,11 @@ temporary file and a rename, metadata after the targets it names.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
+import os
 import pathlib
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +67,10 @@ DEPARTMENT_EXPIRY_S = 30 * DAY
 TOP_LEVEL = ("root", "targets", "snapshot", "timestamp")
 ONLINE = ("snapshot", "timestamp")
 _JSON = JSONSerializer(compact=False)
+LOCK_WAIT_S = 60.0
+_HELD_LOCKS: dict[pathlib.Path, int] = {}
+"""Workspace locks this process holds (flock is per open file: a second object in the same
+process must not wait for the first)."""
 
 
 def _expiry(now: int, seconds: int) -> dt.datetime:
@@ -102,26 +109,32 @@ class AuthorityRepository:
         policy: Policy,
         root_keys: int = 3,
         root_threshold: int = 2,
+        targets_keys: int = 3,
+        targets_threshold: int = 2,
     ) -> None:
-        """A new repository: root (``root_threshold`` of ``root_keys``), targets, and the
-        online snapshot/timestamp key; the policy target with no department yet."""
+        """A new repository: root (``root_threshold`` of ``root_keys``), the health
+        authority's targets (``targets_threshold`` of ``targets_keys``: no single key
+        changes the policy or a delegation), and the online snapshot/timestamp key; the
+        policy target with no department yet."""
         if (self.metadata_dir / "1.root.json").exists():
             raise ConfigurationError(f"{self.published}: a repository exists already")
-        if not 1 <= root_threshold <= root_keys:
-            raise ConfigurationError("root: the threshold must be within [1, number of keys]")
+        _check_threshold("root", root_threshold, root_keys)
+        _check_threshold("targets", targets_threshold, targets_keys)
         for folder in (self.workspace, self.keys_dir):
             ensure_private_dir(folder)
+        self._lock()
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
         self.targets_dir.mkdir(parents=True, exist_ok=True)
         root = Root(expires=_expiry(now, EXPIRY_S["root"]), consistent_snapshot=True)
         self._signers["root"] = [self._new_key(f"root-{i + 1}") for i in range(root_keys)]
-        self._signers["targets"] = [self._new_key("targets-1")]
+        self._signers["targets"] = [self._new_key(f"targets-{i + 1}") for i in range(targets_keys)]
         online = self._new_key("online-1")
         self._signers["snapshot"] = self._signers["timestamp"] = [online]
         for role in TOP_LEVEL:
             for signer in self._signers[role]:
                 root.add_key(signer.public_key, role)
         root.roles["root"].threshold = root_threshold
+        root.roles["targets"].threshold = targets_threshold
         self._md["root"] = Metadata(root)
         self._sign_and_write("root")
         targets = Targets(expires=_expiry(now, EXPIRY_S["targets"]))
@@ -147,10 +160,35 @@ class AuthorityRepository:
 
     # --- loading --------------------------------------------------------------------------
 
+    def _lock(self) -> None:
+        """One writing process at a time (an hourly ``refresh`` and a ``publish`` at once
+        would write the same snapshot version twice): an exclusive lock on ``.lock`` in the
+        workspace, waited for up to a minute, held until this process ends."""
+        path = (self.workspace / ".lock").resolve()
+        if path in _HELD_LOCKS:
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise ConfigurationError(
+                        f"{self.workspace}: another authority command is writing it"
+                    ) from None
+                time.sleep(0.1)
+        _HELD_LOCKS[path] = fd
+
     @classmethod
     def open(cls, workspace: pathlib.Path) -> AuthorityRepository:
         """An existing workspace: the newest metadata of every role, and the keys found."""
         repo = cls(workspace)
+        if not (repo.metadata_dir / "1.root.json").exists():
+            raise ConfigurationError(f"{repo.published}: no repository here (no 1.root.json)")
+        repo._lock()
         root_versions = sorted(
             int(p.name.split(".")[0]) for p in repo.metadata_dir.glob("*.root.json")
         )
@@ -239,6 +277,7 @@ class AuthorityRepository:
         targets role replaces the delegation's keys; the department re-signs its file."""
         if name not in self.departments():
             raise ConfigurationError(f"department {name}: not in the repository")
+        _check_threshold(name, threshold, keys)
         targets = self._md["targets"].signed
         for keyid in self._keyids(name):
             targets.revoke_key(keyid, name)
@@ -342,8 +381,16 @@ class AuthorityRepository:
     def rotate_root(self, *, now: int, keys: int = 3, threshold: int = 2) -> None:
         """New root keys: the new root is signed by a threshold of the old keys and of the
         new ones (as TUF requires), so clients holding the old root move to the new."""
+        _check_threshold("root", threshold, keys)
         root = self._md["root"].signed
         old = self._signers["root"]
+        if len(old) < root.roles["root"].threshold:
+            raise ConfigurationError(
+                f"root: {len(old)} of the current root keys in {self.keys_dir}, "
+                f"{root.roles['root'].threshold} needed to sign the new root (bring them "
+                "for the ceremony)"
+            )
+        previous = Metadata[Root].from_bytes(self._md["root"].to_bytes(_JSON))
         for keyid in list(root.roles["root"].keyids):
             root.revoke_key(keyid, "root")
         new = [self._new_key(f"root-{_next_index(self.keys_dir, 'root') + i}") for i in range(keys)]
@@ -355,6 +402,11 @@ class AuthorityRepository:
         self._md["root"].signatures.clear()
         for root_signer in [*old, *new]:
             self._md["root"].sign(root_signer, append=True)
+        # What every client checks (TUF 5.3.4): the old root's threshold and the new one's.
+        new_root = self._md["root"]
+        payload = new_root.signed_bytes
+        previous.signed.verify_delegate("root", payload, new_root.signatures)
+        new_root.signed.verify_delegate("root", payload, new_root.signatures)
         self._signers["root"] = new
         self._write_metadata("root")
 
@@ -469,6 +521,8 @@ class AuthorityRepository:
         md.signatures.clear()
         signers = self._signers.get(role, [])
         needed = self._threshold(role)
+        if needed < 1:
+            raise ConfigurationError(f"{role}: a threshold below 1 signs nothing")
         if len(signers) < needed:
             raise ConfigurationError(
                 f"{role}: {len(signers)} of its keys in {self.keys_dir}, {needed} needed to sign"
@@ -492,10 +546,15 @@ class AuthorityRepository:
         return data
 
 
+def _check_threshold(role: str, threshold: int, keys: int) -> None:
+    if not 1 <= threshold <= keys:
+        raise ConfigurationError(f"{role}: the threshold must be within [1, number of keys]")
+
+
 def _next_index(keys_dir: pathlib.Path, prefix: str) -> int:
     taken = [
         int(p.stem.rsplit("-", 1)[1])
-        for p in keys_dir.glob(f"{prefix}-*.pem")
+        for p in [*keys_dir.glob(f"{prefix}-*.pem"), *keys_dir.glob(f"{prefix}-*.uri")]
         if p.stem.rsplit("-", 1)[1].isdigit()
     ]
     return max(taken, default=0) + 1

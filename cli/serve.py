@@ -165,12 +165,21 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument(
         "--trusted-root", metavar="ROOT.json", help="the repository's root, for the first start"
     )
-    p.add_argument("--repository-refresh-s", type=float, metavar="SECONDS")
+    p.add_argument(
+        "--repository-refresh-s",
+        type=float,
+        metavar="SECONDS",
+        help="how often the repository is refreshed (default 60)",
+    )
     p.add_argument(
         "--bundle", metavar="BUNDLE", help="or: a signed bundle file, watched; SIGHUP reloads"
     )
     p.add_argument("--authority-key", metavar="PUBLIC", help="authority public key (PEM)")
-    p.add_argument("--state-dir", metavar="DIR", help="verdict keys, bundle version floor")
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="verdict keys, TUF's trusted metadata (or the bundle floor)",
+    )
     p.add_argument("--issuer", metavar="CODE", help="province code, e.g. 110000")
     p.add_argument(
         "--verdict-key",

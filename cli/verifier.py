@@ -140,8 +140,10 @@ def _from_repository(args: argparse.Namespace, issuer: str) -> Any:
     try:
         client = RepositoryClient(cache, args.repository, trusted_root=root)
         client.refresh()
-        data = client.target(issuer_keys_path(issuer))
-        return VerdictKeySet(KeySet.from_jwks(data))
+        keys = KeySet.from_jwks(client.target(issuer_keys_path(issuer)))
+        if keys.issuer != issuer:
+            raise ConfigurationError(f"names issuer {keys.issuer}, not {issuer}")
+        return VerdictKeySet(keys)
     except (RepositoryError, DownloadError) as e:
         fail(f"verify: --repository: {type(e).__name__}: {e}")
     except ConfigurationError as e:

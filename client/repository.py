@@ -15,7 +15,9 @@ Needs the ``repository`` extra (python-tuf); no protobuf, no gRPC.
 
 from __future__ import annotations
 
+import os
 import pathlib
+import stat
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,11 +53,16 @@ class DirectoryFetcher(FetcherInterface):
         if not path.is_relative_to(self._root):
             raise DownloadHTTPError("outside the repository folder", 404)
         try:
-            with path.open("rb") as f:
-                while chunk := f.read(1 << 16):
-                    yield chunk
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            # O_NONBLOCK: a FIFO (or a device) put in the folder cannot hold the reader;
+            # O_NOFOLLOW: no symlink swapped in after the check above.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
             raise DownloadHTTPError(f"{path.name}: not found", 404) from None
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise DownloadHTTPError(f"{path.name}: not a regular file", 404)
+            while chunk := f.read(1 << 16):
+                yield chunk
 
 
 class RepositoryClient:
@@ -78,7 +85,7 @@ class RepositoryClient:
             base = f"file:{folder}"
         self._metadata_url = f"{base}/metadata/"
         self._targets_url = f"{base}/targets/"
-        self._config = UpdaterConfig(targets_max_length=MAX_TARGET_BYTES)
+        self._config = UpdaterConfig()
         self._updater: Updater | None = None
 
     def refresh(self) -> None:
@@ -106,6 +113,10 @@ class RepositoryClient:
         info = self._updater.get_targetinfo(path)
         if info is None:
             raise RepositoryError(f"{path}: no role that may publish it lists it")
+        if info.length > MAX_TARGET_BYTES:
+            raise RepositoryError(f"{path}: signed length above {MAX_TARGET_BYTES} bytes")
+        if "sha256" not in info.hashes:
+            raise RepositoryError(f"{path}: the signed hashes must include sha256")
         return info
 
     def target(self, path: str) -> bytes:

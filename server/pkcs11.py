@@ -180,6 +180,12 @@ class Pkcs11Uri:
                 known = _QUERY_ATTRS if is_query else _PATH_ATTRS
                 if name in _UNSUPPORTED:
                     raise ConfigurationError(f"pkcs11 URI: {name}: not supported here")
+                if name not in known and is_query:
+                    # Not named: "pin-value=ab&cd" splits the PIN into a "name" here.
+                    raise ConfigurationError(
+                        "pkcs11 URI: an unknown query attribute (not shown: it may be part of "
+                        "a PIN; percent-encode '&' in a pin-value as %26)"
+                    )
                 if name not in known:
                     where = "query (after ?)" if is_query else "path (before ?)"
                     other = _PATH_ATTRS if is_query else _QUERY_ATTRS

@@ -24,13 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from staycheck.geo.bundle import RiskAreaBundle
-from staycheck.geo.errors import Error, UnavailableError
+from staycheck.geo.errors import UnavailableError
 from staycheck.server.bundles import ReadNotFinishedError, ReloadResult
 from staycheck.server.follower import Refreshed, RepositoryFollower
-from tuf.api.exceptions import DownloadError, RepositoryError
 
 log = logging.getLogger("staycheck.bundle")
-REFRESH_ERRORS = (RepositoryError, DownloadError, Error, OSError)
 
 
 @dataclass
@@ -96,7 +94,7 @@ class RepositoryBundles:
             try:
                 refreshed = self._bounded()
                 bundle = self._bundle(refreshed)
-            except REFRESH_ERRORS as e:
+            except Exception as e:
                 reason = type(e).__name__
                 self.stats.count(reason)
                 current = self._current
@@ -107,7 +105,12 @@ class RepositoryBundles:
                     current.version if current else "none",
                 )
                 return ReloadResult(False, f"{reason}: {e}")
-            if self._current is not None and bundle.version == self._current.version:
+            current = self._current
+            if (
+                current is not None
+                and bundle.version == current.version
+                and bundle.expires_at == current.expires_at
+            ):
                 self.stats.count("unchanged")
                 return ReloadResult(True, "unchanged", bundle.version)
             if bundle.version < (self._current.version if self._current else 0):

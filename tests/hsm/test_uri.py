@@ -160,3 +160,15 @@ def test_a_der_ecdsa_signature_becomes_r_and_s_of_32_bytes_each():
     assert raw_ecdsa_signature(already) == already
     with pytest.raises(ValueError):
         raw_ecdsa_signature(b"\x30\x02\x01")
+
+
+def test_an_unencoded_ampersand_in_a_pin_value_does_not_show_the_pin():
+    """``pin-value=s3cr&et=99`` splits the PIN into a "query attribute" named ``et``: the
+    error must name neither part."""
+    import pytest
+    from staycheck.geo.errors import ConfigurationError
+    from staycheck.server.pkcs11 import Pkcs11Uri
+
+    with pytest.raises(ConfigurationError) as info:
+        Pkcs11Uri.parse("pkcs11:token=t;object=o?module-path=/usr/lib/x.so&pin-value=s3cr&et=99")
+    assert "s3cr" not in str(info.value) and "et" not in str(info.value).split(":")[-1].split()[0]

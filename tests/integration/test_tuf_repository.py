@@ -25,7 +25,7 @@ import pytest
 from staycheck.cli.repository import AuthorityRepository
 from staycheck.cli.samples import feature, square
 from staycheck.geo.bundle import Policy, RiskAreaBundle
-from staycheck.geo.errors import MalformedError
+from staycheck.geo.errors import ConfigurationError, MalformedError
 from staycheck.geo.itinerary import Status, Stay
 from staycheck.geo.matching import evaluate
 from staycheck.server.follower import RepositoryFollower
@@ -537,3 +537,69 @@ def test_the_authority_commands_make_a_repository_the_follower_reads(tmp_path, n
     got = follower.refresh(now=now)
     assert [a.id for a in got.bundle.areas] == ["police/tj-1"]
     assert (ws / "keys" / "root-1.pem").stat().st_mode & 0o077 == 0
+
+
+# --- the authority's own mistakes are refused before anything is written ------------------
+
+
+def test_rotate_root_needs_the_old_threshold_of_keys_at_hand(authority, now):
+    """The ceremony moved two of the three root keys offline: a rotation with one at hand
+    would publish a root every client refuses (the fleet would fail closed)."""
+    for name in ("root-2.pem", "root-3.pem"):
+        (authority.keys_dir / name).unlink()
+    repo = AuthorityRepository.open(authority.workspace)
+    with pytest.raises(ConfigurationError, match="needed to sign the new root"):
+        repo.rotate_root(now=now)
+    assert not (authority.metadata_dir / "2.root.json").exists()
+
+
+@pytest.mark.parametrize("threshold", [0, 2])
+def test_a_department_threshold_outside_its_keys_is_refused(authority, now, threshold):
+    with pytest.raises(ConfigurationError, match="threshold"):
+        authority.rotate_department_keys("police", now=now, keys=1, threshold=threshold)
+
+
+def test_the_targets_role_needs_two_of_its_three_keys(follower, authority, now):
+    """SPEC: no single key can change the policy; a targets version signed by one key only
+    is refused by every follower."""
+    targets_info = next(r for r in authority.roles() if r.name == "targets")
+    assert (targets_info.threshold, len(targets_info.keyids)) == (2, 3)
+    follower.refresh(now=now)
+    targets = authority._md["targets"].signed
+    targets.version += 1
+    authority._signers["targets"] = authority._signers["targets"][:1]
+    authority._threshold = lambda role: 1  # type: ignore[method-assign]  (the thief's view)
+    authority._sign_and_write("targets")
+    authority.refresh(now=now)
+    with pytest.raises(exceptions.UnsignedMetadataError):
+        follower.refresh(now=now)
+
+
+def test_a_fifo_in_the_repository_folder_does_not_hold_the_refresh(follower, authority, now):
+    import os
+
+    follower.refresh(now=now)
+    authority.refresh(now=now)
+    ts = authority.metadata_dir / "timestamp.json"
+    ts.unlink()
+    os.mkfifo(ts)
+    started = time.monotonic()
+    with pytest.raises((exceptions.DownloadError, exceptions.RepositoryError)):
+        follower.refresh(now=now)
+    assert time.monotonic() - started < 5
+
+
+def test_a_timestamp_only_resigning_moves_the_expiry(follower, authority, now):
+    """The online key may re-sign the timestamp alone (same snapshot): the set in use must
+    then expire later, or the server would fail closed while TUF trusts fresh metadata."""
+    from staycheck.server.repo_bundles import RepositoryBundles
+
+    bundles = RepositoryBundles(follower, clock=lambda: now)
+    assert bundles.reload().accepted
+    before = bundles.bundle_for(now).expires_at
+    ts = authority._md["timestamp"].signed
+    ts.version += 1
+    ts.expires = dt.datetime.fromtimestamp(now + 7 * HOUR, dt.UTC)
+    authority._sign_and_write("timestamp")
+    assert bundles.reload().accepted
+    assert bundles.bundle_for(now).expires_at > before
