@@ -209,13 +209,7 @@ class AuthorityRepository:
         return repo
 
     def _load_signers(self) -> None:
-        by_keyid: dict[str, Signer] = {}
-        for path in sorted(self.keys_dir.glob("*.pem")):
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-            if not isinstance(key, Ed25519PrivateKey):
-                raise ConfigurationError(f"{path}: not an Ed25519 key")
-            signer = CryptoSigner(key)
-            by_keyid[signer.public_key.keyid] = signer
+        by_keyid: dict[str, Signer] = dict(signers_for(sorted(self.keys_dir.glob("*.pem"))))
         for path in sorted(self.keys_dir.glob("*.uri")):
             from staycheck.server.tuf_signer import Pkcs11TufSigner
 
@@ -440,18 +434,12 @@ class AuthorityRepository:
         out = []
         for role in self._roles():
             signed = self._md[role].signed
-            if role in TOP_LEVEL:
-                threshold = self._md["root"].signed.roles[role].threshold
-            else:
-                delegations = self._md["targets"].signed.delegations
-                assert delegations is not None and delegations.roles is not None
-                threshold = delegations.roles[role].threshold
             out.append(
                 RoleInfo(
                     role,
                     signed.version,
                     int(signed.expires.timestamp()),
-                    threshold,
+                    self._threshold(role),
                     tuple(self._keyids(role)),
                 )
             )
