@@ -1,12 +1,15 @@
-"""Synthetic, seeded benchmark data: risk-area bundles and itineraries.
+"""Synthetic, seeded benchmark data: risk areas published in a TUF repository, and itineraries.
 
 Areas are small squares (200-500 m a side, each turned by a random angle) spread uniformly
 over the Beijing-Tianjin-Hebei bounding box (latitude 36-42.6, longitude 113.5-119.9), each
 given the code of the nearest Beijing/Tianjin/Hebei city of ``cli/data/jjj_cities.json``,
 with mixed levels (20 % low, 50 % medium, 30 % high) and active intervals (80 % still active,
-20 % ended). The bundle is built directly as a ``RiskAreaBundle`` message (vectorised, so
-100 000 areas take about a second) and signed with ``staycheck.trust.bundles.sign_bundle``; the
-server checks every invariant when it loads it.
+20 % ended). They are generated as arrays (vectorised, so 100 000 areas take well under a
+second) and published the way a health authority publishes them: as GeoJSON, by one or more
+departments of a real repository (``tests.harness.write_server_files`` over
+``staycheck.cli.repository.AuthorityRepository``), each department an equal share, checked
+by the workspace as any publication is (about 0.1 ms per area), and served from a folder
+that ``staycheck serve --repository DIR --trusted-root ROOT.json`` follows.
 
 Itineraries have 14 consecutive stays of 20 h over the last 14 days (so every city
 qualifies and all the matching work is done). Located stays lie *near* an area: inside its
@@ -21,20 +24,21 @@ Times are relative to ``now``: build requests at run time.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
+import pathlib
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import shapely
-from google.protobuf.timestamp_pb2 import Timestamp
 from staycheck.cli.samples import METRES_PER_DEG_LAT, cities
-from staycheck.geo.bundle import Level, Policy
-from staycheck.trust.bundles import sign_bundle
-from staycheck.trust.keys import Ed25519Signer
-from staycheck.v1 import bundle_pb2
+from staycheck.geo.bundle import Level, Policy, RiskAreaBundle
 from staycheck.v1 import verification_pb2 as pb
+
+from tests import harness
 
 DAY = 86400
 HOUR = 3600
@@ -42,11 +46,13 @@ LAT_RANGE = (36.0, 42.6)
 LON_RANGE = (113.5, 119.9)
 LEVEL_WEIGHTS = {Level.LOW: 0.2, Level.MEDIUM: 0.5, Level.HIGH: 0.3}
 JJJ_PREFIXES = ("11", "12", "13")
+DEPARTMENTS = (harness.DEPARTMENT, "police", "transport", "customs", "rail", "aviation")
+"""Departments of a bench repository, in the order they are added."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Areas:
-    """Synthetic areas as parallel arrays (index ``i`` is area ``i`` of the bundle)."""
+    """Synthetic areas as parallel arrays (index ``i`` is the area published as ``A{i:07d}``)."""
 
     polygons: npt.NDArray[np.object_]
     city_codes: list[str]
@@ -105,43 +111,86 @@ def make_areas(n: int, *, now: int, seed: int = 1) -> Areas:
     )
 
 
-def bundle_message(
+def _rfc3339(seconds: int) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
+
+
+def features(areas: Areas, indices: Sequence[int] | npt.NDArray[np.int64]) -> list[dict[str, Any]]:
+    """GeoJSON Features of the areas at ``indices`` (area ``i`` has the id ``A{i:07d}``), as a
+    department's GeoJSON file holds them."""
+    picked = np.asarray(indices, dtype=np.int64)
+    rings = shapely.get_coordinates(areas.polygons[picked]).reshape(len(picked), 5, 2).tolist()
+    labels = {int(level): level.label for level in Level}
+    out = []
+    for k, i in enumerate(picked.tolist()):
+        until = int(areas.active_until[i])
+        out.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [rings[k]]},
+                "properties": {
+                    "id": f"A{i:07d}",
+                    "city_code": areas.city_codes[i],
+                    "level": labels[int(areas.levels[i])],
+                    "active_from": _rfc3339(int(areas.active_from[i])),
+                    "active_until": _rfc3339(until) if until >= 0 else None,
+                },
+            }
+        )
+    return out
+
+
+def shares(n: int, departments: int) -> dict[str, npt.NDArray[np.int64]]:
+    """Which of ``n`` areas each of the first ``departments`` of :data:`DEPARTMENTS`
+    publishes: equal shares of consecutive indices."""
+    if not 1 <= departments <= len(DEPARTMENTS):
+        raise ValueError(f"departments: 1 to {len(DEPARTMENTS)}")
+    parts = np.array_split(np.arange(n, dtype=np.int64), departments)
+    return dict(zip(DEPARTMENTS[:departments], parts, strict=True))
+
+
+def publish(
+    files: harness.ServerFiles,
     areas: Areas,
     *,
-    version: int,
-    issued_at: int,
-    expires_at: int,
-    policy: Policy | None = None,
-) -> bundle_pb2.RiskAreaBundle:
-    msg = bundle_pb2.RiskAreaBundle(
-        version=version,
-        issued_at=Timestamp(seconds=issued_at),
-        expires_at=Timestamp(seconds=expires_at),
-        policy=(policy or Policy()).to_proto(),
-    )
-    wkbs = shapely.to_wkb(areas.polygons, output_dimension=2)
-    add = msg.areas.add
-    for i in range(len(areas)):
-        area = add(
-            id=f"A{i:07d}",
-            city_code=areas.city_codes[i],
-            level=int(areas.levels[i]),
-            geometry_wkb=wkbs[i],
-            active_from=Timestamp(seconds=int(areas.active_from[i])),
-        )
-        if areas.active_until[i] >= 0:
-            area.active_until.seconds = int(areas.active_until[i])
-    return msg
+    departments: int = 1,
+    only: str | None = None,
+    now: int | None = None,
+) -> None:
+    """Each of the first ``departments`` of :data:`DEPARTMENTS` (added to the repository when
+    missing) publishes its share of ``areas`` (:func:`shares`), or only the department
+    ``only`` does, through the workspace's own checks of GeoJSON
+    (``AuthorityRepository.publish_areas``), signed at ``tests.harness.signing_time``; then
+    the repository is served."""
+    at = harness.signing_time(now)
+    repo = files.repository
+    for name, share in shares(len(areas), departments).items():
+        if name not in repo.departments():
+            repo.add_department(name, now=at)
+        if only is None or name == only:
+            collection = {"type": "FeatureCollection", "features": features(areas, share)}
+            repo.publish_areas(name, collection, now=at)
+    files.serve()
 
 
-def signed_bundle(
-    areas: Areas, authority: Ed25519Signer, *, now: int, version: int = 1, valid_days: int = 2
-) -> bytes:
-    """The signed bundle file: issued an hour ago, expiring in ``valid_days``."""
-    msg = bundle_message(
-        areas, version=version, issued_at=now - HOUR, expires_at=now + valid_days * DAY
+def server_files(
+    root: pathlib.Path, areas: Areas, *, departments: int = 1, now: int | None = None
+) -> harness.ServerFiles:
+    """A health authority's repository in ``root`` (``tests.harness.write_server_files``: one
+    key for each offline role) with ``areas`` published by ``departments`` departments
+    (:func:`publish`) and served: what ``staycheck serve --repository`` follows."""
+    files = harness.write_server_files(root, areas=None, now=now)
+    publish(files, areas, departments=departments, now=now)
+    return files
+
+
+def merged_bundle(files: harness.ServerFiles, *, now: int) -> RiskAreaBundle:
+    """The risk areas ``files`` publish, merged and indexed in this process the way a server
+    does after its refresh (``AuthorityRepository.merged``; no TUF): for the in-process
+    figures and for checking a server's answers."""
+    return RiskAreaBundle.from_proto(
+        files.repository.merged(now=now), digest="the repository's merged set"
     )
-    return sign_bundle(msg.SerializeToString(deterministic=True), authority)
 
 
 class ItineraryMaker:

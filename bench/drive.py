@@ -47,6 +47,9 @@ class LoadResult:
     server_sys_s: float = 0.0
     server_ctx_switches: int = 0
     notes: list[str] = field(default_factory=list)
+    timeline: list[tuple[float, float]] = field(default_factory=list)
+    """With ``drive(timeline=True)``: (start on the Unix clock, latency) of each OK call,
+    seconds."""
 
     @property
     def server_cpu_per_call_s(self) -> float:
@@ -103,6 +106,7 @@ def _h2load(
     response_bytes: int,
     timeout_s: float,
     cpus: set[int] | None = None,
+    timeline: bool = False,
 ) -> LoadResult:
     with tempfile.TemporaryDirectory(prefix="staycheck-h2load-") as tmp:
         body_path = pathlib.Path(tmp) / "body.bin"
@@ -134,10 +138,14 @@ def _h2load(
         if returncode != 0:
             raise RuntimeError(f"h2load failed ({returncode}): {stderr[-500:]}")
         latencies = []
+        calls: list[tuple[float, float]] = []
         for line in log_path.read_text().splitlines():
+            # Start (microseconds since the epoch), HTTP status, duration (microseconds).
             cols = line.split("\t")
             if len(cols) >= 3 and cols[1] == "200":
                 latencies.append(int(cols[2]) / 1e6)
+                if timeline:
+                    calls.append((int(cols[0]) / 1e6, int(cols[2]) / 1e6))
     fin, req, traffic = _FINISHED.search(text), _REQUESTS.search(text), _TRAFFIC.search(text)
     if not (fin and req and traffic):
         raise RuntimeError(f"cannot read h2load's output:\n{text[-1500:]}")
@@ -163,6 +171,7 @@ def _h2load(
         done / wall if wall > 0 else 0.0,
         percentiles(latencies),
         cpu,
+        timeline=calls,
     )
 
 
@@ -176,6 +185,7 @@ def _pyload(
     channels: int,
     timeout_s: float,
     cpus: set[int] | None = None,
+    timeline: bool = False,
 ) -> LoadResult:
     with tempfile.TemporaryDirectory(prefix="staycheck-pyload-") as tmp:
         body_path = pathlib.Path(tmp) / "body.bin"
@@ -198,6 +208,7 @@ def _pyload(
             str(channels),
             "--max-seconds",
             str(timeout_s),
+            *(["--timeline"] if timeline else []),
         ]
         root = pathlib.Path(__file__).resolve().parent.parent
         cpu0 = _children_cpu()
@@ -216,6 +227,7 @@ def _pyload(
         r["latency_s"],
         cpu,
         notes=[f"load generator's own CPU in its loop: {r['loadgen_cpu_s']:.2f} s"],
+        timeline=[(start, latency) for start, latency in r.get("timeline", [])],
     )
 
 
@@ -231,9 +243,11 @@ def drive(
     response_bytes: int,
     timeout_s: float = 600.0,
     cpus: set[int] | None = None,
+    timeline: bool = False,
 ) -> LoadResult:
     """``count`` calls of ``method`` with ``body``, ``concurrency`` in flight; with
-    ``cpus``, the load generator runs on those CPUs only."""
+    ``cpus``, the load generator runs on those CPUs only; with ``timeline``, the result
+    holds when each OK call started and how long it took."""
     if tool == "auto":
         tool = "h2load" if h2load_path() else "python"
     if tool == "h2load":
@@ -248,6 +262,7 @@ def drive(
             response_bytes=response_bytes,
             timeout_s=timeout_s,
             cpus=cpus,
+            timeline=timeline,
         )
     return _pyload(
         target,
@@ -258,4 +273,5 @@ def drive(
         channels=connections,
         timeout_s=timeout_s,
         cpus=cpus,
+        timeline=timeline,
     )

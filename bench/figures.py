@@ -180,16 +180,36 @@ def build_figures(res: dict[str, Any], *, concurrency: int) -> list[Figure]:
         f = _compare("7.binding_guesses", title, "per_s", "/s", pair, "HMAC-SHA256 (before)", note)
         # The one bound here: a hotel verifies a presentation (one derivation) in < 150 ms.
         figs.append(f.with_target("check < 150 ms", check_ms < 150))
-    bl = res["bundle_load"]
-    floor = bl["verify_s"] + bl["protobuf_parse_s"]
-    title = f"5 Bundle load, {bl['areas']} areas (verify+parse+index)"
-    f = _beside("5.load_time", title, bl["load_s"], "s", floor, "verify + bare protobuf parse")
-    figs.append(f.with_target("≤ 2 s", bl["load_s"] <= 2.0))
-    title = "  RSS of the loading process after the load"
-    note = f"growth {bl['rss_growth'] / MiB:.0f} MiB, peak {bl['rss_peak'] / MiB:.0f} MiB"
-    figs.append(
-        _beside("5.load_rss", title, bl["rss_after"], "B", bl["rss_before"], "before loading", note)
+    rr = res["repository_refresh"]
+    fresh, old = rr["refresh"], rr["baseline"]
+    title = f"5 Repository refresh, {fresh['areas']} areas, {fresh['departments']} departments"
+    note = (
+        f"TUF + downloads + merge {fmt_duration(fresh['refresh_s'])}, index"
+        f" {fmt_duration(fresh['index_s'])}; a fresh process, repository in a folder"
     )
+    base = "same areas, no TUF (from_payload)"
+    f = _beside("5.refresh_time", title, fresh["load_s"], "s", old["load_s"], base, note)
+    figs.append(f.with_target("≤ 2 s", fresh["load_s"] <= 2.0))
+    title = "  peak RSS of the refreshing process (VmHWM)"
+    note = (
+        f"before {fresh['rss_before'] / MiB:.0f} MiB, after {fresh['rss_after'] / MiB:.0f} MiB;"
+        f" without TUF after {old['rss_after'] / MiB:.0f} MiB"
+    )
+    base = "same, no TUF"
+    f = _beside("5.refresh_rss", title, fresh["rss_peak"], "B", old["rss_peak"], base, note)
+    figs.append(f.with_target("≤ 300 MiB", fresh["rss_peak"] <= 300 * MiB))
+    ul = res.get("refresh_under_load")
+    if ul is not None:
+        title = f"5 SubmitItinerary p99 during a refresh ({ul['areas']} areas)"
+        note = (
+            f"{ul['calls_during']} calls overlap the {fmt_duration(ul['refresh_wall_s'])}"
+            f" refresh after one department published; closed loop, {concurrency} in flight"
+        )
+        if not ul["covered"]:
+            note += "; NOT MEASURED: the load did not span the whole refresh"
+        base = "same load, no refresh"
+        f = _beside("5.refresh_p99", title, ul["p99_during_s"], "s", ul["p99_quiet_s"], base, note)
+        figs.append(f.with_target("≤ 1.5 ×", _at_most(f.ratio, 1.5) if ul["covered"] else None))
     big, small = servers[ns[-1]], servers[ns[0]]
     title = f"5 Server peak RSS (VmHWM), {big['areas']} areas"
     note = f"RSS after the load test {big['server_rss'] / MiB:.0f} MiB"

@@ -267,8 +267,8 @@ def binding_guesses(*, rounds: int, seconds: float) -> dict[str, Any]:
         fn()  # warm-up
         results = [one_round(fn) for _ in range(rounds)]
         out[name] = {
-            "per_s": median(r[0] for r in results),
-            "wall_s": median(r[1] for r in results),
+            "per_s": median([r[0] for r in results]),
+            "wall_s": median([r[1] for r in results]),
             "rounds": [r[0] for r in results],
         }
     return out

@@ -1,14 +1,16 @@
 """``make load``: N concurrent clients for T seconds against a real server.
 
-By default it starts its own ``staycheck serve`` on 127.0.0.1:0 with a signed bundle of
-10 000 synthetic risk areas (``bench.data``), then runs ``--clients`` threads, each with its
-own :class:`staycheck.client.client.StayCheckClient` (the shipped client, with its retry policy and
-its own connection), submitting varied 14-stay itineraries until ``--duration`` seconds have
-passed. Every answer is checked: the status must be the one the matching rule gives locally
-for the same bundle, and every ``--verify-every``-th token is verified offline with the
-server's published keys and the request's binding. It reports OK count, errors by gRPC code
-(plus ``WRONG_STATUS`` and ``BAD_TOKEN``), calls/s, p50/p99 latency and, for its own
-server, CPU per call and RSS before and after; it exits 1 if any call failed.
+By default it starts its own ``staycheck serve`` on 127.0.0.1:0 following a TUF repository
+that publishes 10 000 synthetic risk areas (``bench.data.server_files``), then runs
+``--clients`` threads, each with its own :class:`staycheck.client.client.StayCheckClient`
+(the shipped client, with its retry policy and its own connection), submitting varied
+14-stay itineraries until ``--duration`` seconds have passed. Every answer is checked: the
+status must be the one the matching rule gives locally for the same risk areas (the
+repository's merged set, as servers merge it), and every ``--verify-every``-th token is
+verified offline with the server's published keys and the request's binding. It reports OK
+count, errors by gRPC code (plus ``WRONG_STATUS`` and ``BAD_TOKEN``), calls/s, p50/p99
+latency and, for its own server, CPU per call and RSS before and after; it exits 1 if any
+call failed.
 
     python -m bench.load                          # 50 clients, 60 s
     python -m bench.load --clients 10 --duration 5
@@ -34,10 +36,10 @@ from typing import Any
 
 import grpc
 from staycheck.client.client import StayCheckClient
+from staycheck.geo.bundle import RiskAreaBundle
 from staycheck.geo.itinerary import DEFAULT_LIMITS
 from staycheck.geo.matching import evaluate
-from staycheck.trust.bundles import open_bundle
-from staycheck.trust.keys import AuthorityKeySet, Ed25519Signer, KeySet, VerdictKeySet
+from staycheck.trust.keys import VerdictKeySet
 from staycheck.trust.verifier import SubjectBinding, verify_token
 from staycheck.v1 import verification_pb2 as pb
 
@@ -73,13 +75,10 @@ class Tally:
             self.error_details.setdefault(code, detail[:200])
 
 
-def _expected(
-    bundle_bytes: bytes, authority: Ed25519Signer, reqs: list[Any], now: int
-) -> list[int]:
+def _expected(bundle: RiskAreaBundle, reqs: list[Any], now: int) -> list[int]:
     """The status the matching rule gives each request, computed here."""
     from staycheck.server.service import stays_from_proto
 
-    bundle = open_bundle(bundle_bytes, AuthorityKeySet(KeySet([authority.public_key])))
     return [
         int(evaluate(stays_from_proto(r.itinerary, limits=DEFAULT_LIMITS), bundle, now=now))
         for r in reqs
@@ -146,35 +145,34 @@ def _client_loop(
 
 
 @contextlib.contextmanager
-def _own_server(areas: int, now: int) -> Iterator[tuple[ServerProcess, bytes, Any, Any]]:
+def _own_server(
+    areas: int, now: int
+) -> Iterator[tuple[ServerProcess, RiskAreaBundle, bdata.Areas]]:
+    """A server following a fresh repository of ``areas`` areas; the risk areas it serves,
+    merged here from the repository the way servers merge them; the areas."""
     area_set = bdata.make_areas(areas, now=now, seed=1)
-    authority = Ed25519Signer.generate()
-    bundle = bdata.signed_bundle(area_set, authority, now=now)
-    with (
-        tempfile.TemporaryDirectory(prefix="staycheck-load-") as tmp,
-        serve(pathlib.Path(tmp) / "server", bundle, authority) as srv,
-    ):
-        yield srv, bundle, authority, area_set
+    with tempfile.TemporaryDirectory(prefix="staycheck-load-") as tmp:
+        files = bdata.server_files(pathlib.Path(tmp) / "repository", area_set, now=now)
+        merged = files.repository.merged(now=now)
+        bundle = RiskAreaBundle.from_proto(merged, digest="the repository's merged set")
+        with serve(pathlib.Path(tmp) / "server", files) as srv:
+            yield srv, bundle, area_set
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     now = int(time.time())
     with contextlib.ExitStack() as stack:
         srv: ServerProcess | None = None
+        bundle: RiskAreaBundle | None = None
         if args.target:
             target = args.target
             area_set = bdata.make_areas(args.areas, now=now, seed=1)
-            bundle = authority = None
         else:
-            srv, bundle, authority, area_set = stack.enter_context(_own_server(args.areas, now))
+            srv, bundle, area_set = stack.enter_context(_own_server(args.areas, now))
             target = srv.target
         maker = bdata.ItineraryMaker(area_set, now=now, seed=5)
         requests = [maker.request(hit=k % 5 == 0) for k in range(args.pool)]
-        expected = (
-            _expected(bundle, authority, requests, now)
-            if bundle is not None and authority
-            else None
-        )
+        expected = _expected(bundle, requests, now) if bundle is not None else None
         try:
             with StayCheckClient(target, timeout_s=30) as c:
                 keys = c.verdict_keys()
@@ -273,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{fmt_bytes(r['server_rss_before'])} -> {fmt_bytes(r['server_rss_after'])}"
         )
     if not r["status_checked"]:
-        print("  (statuses not checked: the target's bundle is not known here)")
+        print("  (statuses not checked: the target's risk areas are not known here)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(r, indent=1) + "\n")

@@ -1,9 +1,10 @@
 """Real server processes for benchmarks, and what the kernel says about them.
 
-:func:`serve` starts ``staycheck serve`` through the one harness of tests and benchmarks
-(``tests/harness.py``: on ``127.0.0.1:0`` with a fresh authority key, state dir and the
-given bundle, waits for its ``serving on HOST:PORT`` line and always terminates it, SIGTERM
-then SIGKILL), and pins it to CPUs.
+:func:`serve` starts ``staycheck serve --repository DIR --trusted-root ROOT.json`` through the
+one harness of tests and benchmarks (``tests/harness.py``: on ``127.0.0.1:0``, following the
+served folder of a repository made by ``bench.data.server_files``, with a state dir of its
+own, waits for its ``serving on HOST:PORT`` line and always terminates it, SIGTERM then
+SIGKILL), and pins it to CPUs.
 CPU time and RSS are read from ``/proc`` for the server and all its descendants, so a
 pre-forked multi-worker server is measured whole.
 """
@@ -17,8 +18,6 @@ import pathlib
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-
-from staycheck.trust.keys import Ed25519Signer
 
 from tests import harness
 
@@ -146,12 +145,9 @@ def serve_supports(flag: str) -> bool:
 class ServerProcess(harness.ServeProcess):
     """A served ``staycheck serve`` (tests/harness.py) and what /proc says about it."""
 
-    authority: Ed25519Signer | None = None
-
     @classmethod
-    def of(cls, served: harness.ServeProcess, authority: Ed25519Signer) -> ServerProcess:
-        fields = {f.name: getattr(served, f.name) for f in dataclasses.fields(served)}
-        return cls(**fields, authority=authority)
+    def of(cls, served: harness.ServeProcess) -> ServerProcess:
+        return cls(**{f.name: getattr(served, f.name) for f in dataclasses.fields(served)})
 
     @property
     def startup_s(self) -> float:
@@ -176,8 +172,7 @@ class ServerProcess(harness.ServeProcess):
 @contextlib.contextmanager
 def serve(
     root: pathlib.Path,
-    bundle: bytes,
-    authority: Ed25519Signer,
+    files: harness.ServerFiles,
     *,
     issuer: str = "110000",
     extra_args: Sequence[str] = (),
@@ -185,22 +180,25 @@ def serve(
     cpus: set[int] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Iterator[ServerProcess]:
-    """A ``staycheck serve`` subprocess on 127.0.0.1:0 serving ``bundle``, its threads
+    """A ``staycheck serve`` subprocess on 127.0.0.1:0 in ``root`` following ``files``'
+    served repository, with its own state dir (``root``/state: it trusts nothing but the
+    root yet, so it starts with a full refresh) and ``TMPDIR`` (``root``/tmp); its threads
     pinned to ``cpus`` (from its start, and again once it is ready); ``env`` is added to
-    its environment (``SOFTHSM2_CONF`` for a verdict key on a token)."""
-    with harness.serve_process(
+    its environment (``SOFTHSM2_CONF`` for a verdict key on a token). Several servers may
+    follow the same files, one after the other or at once."""
+    own = dataclasses.replace(files, state_dir=root / "state")
+    (root / "tmp").mkdir(mode=0o700, parents=True, exist_ok=True)
+    command = [*harness.STAYCHECK, *own.serve_args(issuer=issuer, log_level="warning")]
+    with harness.spawn(
+        [*command, *extra_args],
         root,
-        authority=authority,
-        bundle=bundle,
-        issuer=issuer,
-        log_level="warning",
-        extra_args=extra_args,
+        env={"TMPDIR": str(root / "tmp"), **(env or {})},
         start_timeout_s=start_timeout_s,
         on_start=lambda pid: pin(pid, cpus),
-        env=env,
+        files=own,
     ) as served:
         pin(served.pid, cpus)
-        yield ServerProcess.of(served, authority)
+        yield ServerProcess.of(served)
 
 
 @contextlib.contextmanager
@@ -210,12 +208,14 @@ def spawn(
     *,
     start_timeout_s: float = 120.0,
     cpus: set[int] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[str], int, float]]:
-    """Run ``cmd`` (tests/harness.py: output to ``root``/server.out and .err) until it prints
-    ``serving on HOST:PORT``; yields (process, port, startup seconds); always stops it.
-    With ``cpus``, the process and every thread it starts run on those CPUs only."""
+    """Run ``cmd`` in ``root`` (tests/harness.py: output to ``root``/server.out and .err)
+    until it prints ``serving on HOST:PORT``; yields (process, port, startup seconds);
+    always stops it. With ``cpus``, the process and every thread it starts run on those
+    CPUs only; ``env`` is added to its environment."""
     with harness.spawn(
-        cmd, root, start_timeout_s=start_timeout_s, on_start=lambda pid: pin(pid, cpus)
+        cmd, root, env=env, start_timeout_s=start_timeout_s, on_start=lambda pid: pin(pid, cpus)
     ) as served:
         pin(served.pid, cpus)
         yield served.proc, served.port, served.started_s

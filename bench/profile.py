@@ -8,9 +8,11 @@ Three views (run from the repository root; always as a module, since a script na
 
 - **stages**: the handler path split into its steps (parse, convert, validate, match,
   issue, CBOR, Ed25519, COSE, base45, response, serialize), each timed alone over the same
-  varied requests, in microseconds per call, against a bundle of ``--areas`` areas;
+  varied requests, in microseconds per call, against ``--areas`` areas published in a TUF
+  repository (``bench.data.server_files``) and merged as servers merge them;
 - **in-process profile**: the whole path (request bytes -> the real servicer's
-  ``SubmitItinerary`` -> response bytes) under pyinstrument when installed, else cProfile;
+  ``SubmitItinerary`` of a server that refreshed from that repository -> response bytes)
+  under pyinstrument when installed, else cProfile;
 - **live** (``--live``): a real ``staycheck serve`` process under ``h2load`` load, sampled
   by ``py-spy`` (``pip install py-spy``; needs ptrace, as root here), every thread, so the
   gRPC runtime's own Python (``grpc._server``, thread pool) shows too. Samples are summed by
@@ -39,13 +41,13 @@ import cbor2
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.timestamp_pb2 import Timestamp
+from staycheck.geo.bundle import RiskAreaBundle
 from staycheck.geo.itinerary import DEFAULT_LIMITS, validate
 from staycheck.geo.matching import evaluate, qualifying
 from staycheck.trust import cose
 from staycheck.trust.base45 import b45encode
 from staycheck.trust.binding import DEFAULT_PARAMETERS
-from staycheck.trust.bundles import open_bundle
-from staycheck.trust.keys import AuthorityKeySet, Ed25519Signer, KeySet
+from staycheck.trust.keys import Ed25519Signer
 from staycheck.trust.verdict import TokenSigner, issue_verdict
 from staycheck.v1 import verification_pb2 as pb
 
@@ -194,22 +196,23 @@ def stage_table(bundle: Any, requests: list[pb.SubmitItineraryRequest], now: int
     print(f"\n  token: {min(sizes)}-{max(sizes)} characters; request {len(raws[0])} bytes")
 
 
-def submit_handler(bundle_file: pathlib.Path, pub: pathlib.Path, root: pathlib.Path) -> Any:
-    """The real servicer's SubmitItinerary, wired by StayCheckServer (not started)."""
+def submit_handler(repository: str, trusted_root: pathlib.Path, state_dir: pathlib.Path) -> Any:
+    """The real servicer's SubmitItinerary, wired by StayCheckServer (not started) over the
+    risk areas of ``repository`` (refreshed once, as ``start`` would)."""
     from staycheck.server.app import StayCheckServer
     from staycheck.server.config import ServerConfig
 
     cfg = ServerConfig(
         listen="127.0.0.1:0",
-        bundle_path=bundle_file,
-        authority_key_path=pub,
-        state_dir=root / "state",
+        repository=repository,
+        trusted_root_path=trusted_root,
+        state_dir=state_dir,
         issuer=ISSUER,
     )
     srv = StayCheckServer(cfg)
     result = srv.bundles.reload()
     if not result.accepted:
-        raise RuntimeError(f"bundle refused: {result.reason}")
+        raise RuntimeError(f"the repository was refused: {result.reason}")
     servicer = getattr(srv, "servicer", None)
     if servicer is None:  # since the VerdictCore refactor the servicer wraps srv.core
         from staycheck.server.service import ItineraryVerificationServicer
@@ -353,13 +356,12 @@ def live(areas: int, seconds: float, *, native: bool, rate: int, gil_only: bool)
         return 2
     now = int(time.time())
     area_set = bdata.make_areas(areas, now=now)
-    authority = Ed25519Signer.generate()
-    bundle = bdata.signed_bundle(area_set, authority, now=now)
     body = bdata.ItineraryMaker(area_set, now=now).request().SerializeToString()
     method = "/staycheck.v1.ItineraryVerification/SubmitItinerary"
     with tempfile.TemporaryDirectory(prefix="staycheck-profile-") as tmp:
         root = pathlib.Path(tmp)
-        with serve(root / "server", bundle, authority) as srv:
+        files = bdata.server_files(root / "repository", area_set, now=now)
+        with serve(root / "server", files) as srv:
             size = len(call_raw(srv.target, method, body))
             warm = drive(srv.target, method, body, count=2000, response_bytes=size)
             count = int(min(500_000, warm.calls_per_s * (seconds + 5)))
@@ -399,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m bench.profile", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument("--areas", type=int, default=10_000, help="areas in the bundle (default 10000)")
+    p.add_argument("--areas", type=int, default=10_000, help="risk areas (default 10000)")
     p.add_argument("--calls", type=int, default=3000, help="calls per stage and profile")
     p.add_argument("--tool", choices=["auto", "pyinstrument", "cprofile"], default="auto")
     p.add_argument("--live", action="store_true", help="py-spy on a real server under load")
@@ -420,17 +422,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     now = int(time.time())
     area_set = bdata.make_areas(args.areas, now=now)
-    authority = Ed25519Signer.generate()
-    signed = bdata.signed_bundle(area_set, authority, now=now)
-    bundle = open_bundle(signed, AuthorityKeySet(KeySet([authority.public_key])))
     maker = bdata.ItineraryMaker(area_set, now=now, seed=3)
     requests = [maker.request(hit=k % 5 == 0) for k in range(256)]
-    stage_table(bundle, requests, now, args.calls)
     with tempfile.TemporaryDirectory(prefix="staycheck-profile-") as tmp:
         root = pathlib.Path(tmp)
-        (root / "bundle.cose").write_bytes(signed)
-        (root / "authority.pub").write_bytes(authority.public_key.to_pem())
-        handler = submit_handler(root / "bundle.cose", root / "authority.pub", root)
+        files = bdata.server_files(root / "repository", area_set, now=now)
+        merged = files.repository.merged(now=now)
+        bundle = RiskAreaBundle.from_proto(merged, digest="the repository's merged set")
+        stage_table(bundle, requests, now, args.calls)
+        handler = submit_handler(str(files.served), files.trusted_root, root / "state")
         in_process_profile(
             handler, [r.SerializeToString() for r in requests], args.calls, tool=args.tool
         )

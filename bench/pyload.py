@@ -3,7 +3,8 @@
 Sends one fixed, already serialized request to one method with ``--concurrency`` calls in
 flight over ``--channels`` connections until ``--count`` calls are done (or ``--max-seconds``
 pass), and prints one JSON object: calls, OK count, errors by code, wall time, latency
-percentiles, response size and its own CPU time. It costs about as much CPU per call as the
+percentiles, response size and its own CPU time (with ``--timeline``, also when each OK
+call started and how long it took). It costs about as much CPU per call as the
 server does, so ``bench.run`` reports the server's CPU per call, not calls/s, as the figure.
 
     python -m bench.pyload --target 127.0.0.1:PORT --method /pkg.Svc/Method \\
@@ -33,6 +34,7 @@ async def _run(args: argparse.Namespace, body: bytes) -> dict[str, object]:
         for ch in channels
     ]
     latencies: list[float] = []
+    timeline: list[tuple[float, float]] = []
     errors: Counter[str] = Counter()
     sizes: Counter[int] = Counter()
     issued = 0
@@ -43,6 +45,7 @@ async def _run(args: argparse.Namespace, body: bytes) -> dict[str, object]:
         call = calls[k % len(calls)]
         while issued < args.count and time.monotonic() < deadline:
             issued += 1
+            started = time.time()
             t0 = time.perf_counter()
             try:
                 response = await call(body, timeout=30)
@@ -50,6 +53,8 @@ async def _run(args: argparse.Namespace, body: bytes) -> dict[str, object]:
                 errors[e.code().name] += 1
                 continue
             latencies.append(time.perf_counter() - t0)
+            if args.timeline:
+                timeline.append((started, latencies[-1]))
             sizes[len(response)] += 1
 
     try:
@@ -65,6 +70,7 @@ async def _run(args: argparse.Namespace, body: bytes) -> dict[str, object]:
             await ch.close(grace=None)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     done = len(latencies) + sum(errors.values())
+    extra = {"timeline": timeline} if args.timeline else {}
     return {
         "calls": done,
         "ok": len(latencies),
@@ -74,6 +80,7 @@ async def _run(args: argparse.Namespace, body: bytes) -> dict[str, object]:
         "latency_s": percentiles(latencies),
         "response_bytes": sizes.most_common(1)[0][0] if sizes else 0,
         "loadgen_cpu_s": cpu,
+        **extra,
     }
 
 
@@ -86,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--channels", type=int, default=8)
     p.add_argument("--max-seconds", type=float, default=300.0)
+    p.add_argument(
+        "--timeline", action="store_true", help="also list (start, latency) of each OK call"
+    )
     args = p.parse_args(argv)
     if not args.target.startswith(("127.", "localhost:", "[::1]:")):
         p.error("--target must be a loopback address")

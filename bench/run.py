@@ -13,10 +13,17 @@ same run, with the ratio and the target of issue 5.
    on a SoftHSM2 token (``--verdict-key pkcs11:...``, issue 12) beside the key file, in the
    same run: the stream's rate and the in-process match + sign and raw sign rates.
 4. Offline ``verify_token`` tokens/s vs raw Ed25519 verifies/s, one thread.
-5. Loading a 100 000-area bundle (signature + parse + index): time, in a fresh process,
-   and the server's RSS with that bundle vs with 100 areas.
+5. A fresh process's first refresh of a TUF repository whose 6 departments publish 100 000
+   areas between them (TUF's update, downloads, merge and index; ``bench.bundleload``):
+   time and peak RSS beside the decode of the same merged message without TUF; the
+   server's peak RSS with those areas vs with 100; and SubmitItinerary's p99 latency on a
+   server refreshing after one department republished, beside the same load without a
+   refresh.
 
-Servers are real ``staycheck serve`` processes on 127.0.0.1:0; server CPU is read from
+Every server figure uses generated areas (``bench.data``) published in a real repository
+(one per number of areas, made once, 6 departments); servers are real ``staycheck serve
+--repository DIR --trusted-root ROOT.json`` processes on 127.0.0.1:0, each with a state dir
+of its own, so each starts with a full refresh; server CPU is read from
 ``/proc/PID/stat`` (the server and its descendants) before and after a fixed number of
 calls, so the load generator's own CPU does not enter the figure; by default the server
 runs on all CPUs but the last and the load generator on the last (``--no-pin`` to share);
@@ -39,7 +46,9 @@ ratio and target, and how the table shows it are in ``bench.figures``.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
@@ -48,6 +57,7 @@ import pathlib
 import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -56,9 +66,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import grpc
 from grpc_health.v1 import health_pb2
-from staycheck.trust.bundles import open_bundle
-from staycheck.trust.keys import AuthorityKeySet, Ed25519Signer, KeySet, VerdictKeySet
+from staycheck.trust.keys import KeySet, VerdictKeySet
 from staycheck.trust.verifier import SubjectBinding, verify_token
 from staycheck.v1 import verification_pb2 as pb
 
@@ -68,7 +78,8 @@ from bench.figures import build_figures, print_table
 from bench.hsm import BenchToken, make_token
 from bench.inproc import binding_guesses, match_and_sign, verify_rates
 from bench.procs import ServerProcess, serve, serve_supports, split_cpus
-from bench.stats import fmt_duration, median
+from bench.stats import fmt_duration, median, percentiles
+from tests import harness
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -77,6 +88,8 @@ SUBMIT = "/staycheck.v1.ItineraryVerification/SubmitItinerary"
 STATUS = "/staycheck.v1.ItineraryVerification/GetRiskAreaStatus"
 KEYS = "/staycheck.v1.ItineraryVerification/GetVerdictKeys"
 SCRUB_FLAG = "--scrub-freed-memory"
+DEPARTMENTS = 6
+"""Departments publishing the areas of every repository of the run (figure 5's split)."""
 
 
 @dataclass
@@ -94,6 +107,52 @@ class Settings:
     compare_workers: bool = False
     nice: int = 0
     pin: bool = True
+
+
+# --- the repositories ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Published:
+    """Generated areas (``bench.data.make_areas``, seed 1) and the repository that publishes
+    them over :data:`DEPARTMENTS` departments, served from a folder."""
+
+    areas: bdata.Areas
+    files: harness.ServerFiles
+    publish_s: float
+    """How long the publication took in this process (GeoJSON, checks, signing)."""
+
+    @property
+    def served_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.files.served.rglob("*") if p.is_file())
+
+
+class Repositories:
+    """One repository per number of areas, made on first use in ``root``; every server with
+    that many areas follows it (each with a state dir of its own)."""
+
+    def __init__(self, root: pathlib.Path, now: int) -> None:
+        self._root = root
+        self._now = now
+        self._made: dict[int, Published] = {}
+
+    def get(self, n_areas: int) -> Published:
+        if n_areas not in self._made:
+            t0 = time.monotonic()
+            areas = bdata.make_areas(n_areas, now=self._now, seed=1)
+            files = bdata.server_files(
+                self._root / f"repository-{n_areas}",
+                areas,
+                departments=DEPARTMENTS,
+                now=self._now,
+            )
+            self._made[n_areas] = Published(areas, files, time.monotonic() - t0)
+            print(
+                f"  published {n_areas} areas over {DEPARTMENTS} departments"
+                f" in {self._made[n_areas].publish_s:.1f} s",
+                flush=True,
+            )
+        return self._made[n_areas]
 
 
 # --- the server figures -------------------------------------------------------------------
@@ -131,13 +190,11 @@ def _measure(
 def _check_server(
     srv: ServerProcess, n_areas: int, request: pb.SubmitItineraryRequest, now: int
 ) -> None:
-    """The server holds the bundle we made, and a submitted request gets a verdict that
+    """The server serves the areas we published, and a submitted request gets a verdict that
     verifies offline with the server's published keys."""
-    status = pb.GetRiskAreaStatusResponse.FromString(
-        call_raw(srv.target, STATUS, pb.GetRiskAreaStatusRequest().SerializeToString())
-    )
+    status = _status(srv.target)
     if not status.serving or status.area_count != n_areas:
-        raise RuntimeError(f"server is not serving the {n_areas}-area bundle: {status}")
+        raise RuntimeError(f"server is not serving the {n_areas} published areas: {status}")
     jwks = pb.GetVerdictKeysResponse.FromString(
         call_raw(srv.target, KEYS, pb.GetVerdictKeysRequest().SerializeToString())
     )
@@ -152,9 +209,14 @@ def _check_server(
         raise RuntimeError("the benchmark itinerary should get NO_ABNORMALITY")
 
 
+def _status(target: str) -> pb.GetRiskAreaStatusResponse:
+    return pb.GetRiskAreaStatusResponse.FromString(
+        call_raw(target, STATUS, pb.GetRiskAreaStatusRequest().SerializeToString())
+    )
+
+
 def server_figures(
-    n_areas: int,
-    authority: Ed25519Signer,
+    pub: Published,
     root: pathlib.Path,
     s: Settings,
     now: int,
@@ -164,21 +226,24 @@ def server_figures(
     methods: tuple[str, ...] = (HEALTH, SUBMIT),
 ) -> dict[str, Any]:
     """CPU per call, calls/s and latency of ``methods`` (SubmitItinerary and health Check)
-    on a server with ``n_areas``; with ``pinned`` (and ``s.pin``), the server runs on all
+    on a server following ``pub``; with ``pinned`` (and ``s.pin``), the server runs on all
     CPUs but the last and the load generator on the last."""
-    areas = bdata.make_areas(n_areas, now=now, seed=1)
-    bundle = bdata.signed_bundle(areas, authority, now=now)
+    areas, n_areas = pub.areas, len(pub.areas)
     request = bdata.ItineraryMaker(areas, now=now, seed=2).request()
     submit_body = request.SerializeToString()
     health_body = health_pb2.HealthCheckRequest().SerializeToString()
-    out: dict[str, Any] = {"areas": n_areas, "bundle_bytes": len(bundle)}
+    out: dict[str, Any] = {
+        "areas": n_areas,
+        "departments": DEPARTMENTS,
+        "served_bytes": pub.served_bytes,
+    }
     name = f"server-{n_areas}" + "".join(extra_args).replace("-", "") + ("-pin" if pinned else "")
     args = [*s.serve_args, *extra_args]
     split = split_cpus() if (pinned and s.pin) else None
     server_cpus, loadgen_cpus = split if split else (None, None)
     out["server_cpus"] = sorted(server_cpus) if server_cpus else "all"
     out["loadgen_cpus"] = sorted(loadgen_cpus) if loadgen_cpus else "all"
-    with serve(root / name, bundle, authority, extra_args=args, cpus=server_cpus) as srv:
+    with serve(root / name, pub.files, extra_args=args, cpus=server_cpus) as srv:
         out["startup_s"] = srv.startup_s
         _check_server(srv, n_areas, request, now)
         sizes = {
@@ -242,10 +307,9 @@ def _report_server(label: str, srv: dict[str, Any], t0: float) -> None:
 
 def partner_stream_figure(
     root: pathlib.Path,
-    authority: Ed25519Signer,
+    pub: Published,
     s: Settings,
     now: int,
-    n_areas: int,
     *,
     token: BenchToken | None = None,
 ) -> dict[str, Any]:
@@ -269,24 +333,22 @@ def partner_stream_figure(
         'identity = "bench.partner.staycheck.test"\n'
         'methods = ["SubmitItineraries"]\nrequests_per_second = 1000000\n'
     )
-    areas = bdata.make_areas(n_areas, now=now, seed=1)
-    maker = bdata.ItineraryMaker(areas, now=now, seed=3)
+    maker = bdata.ItineraryMaker(pub.areas, now=now, seed=3)
     itineraries = [maker.request(hit=k % 5 == 0).itinerary for k in range(512)]
     n = 3_000 if s.quick else 20_000
     split = split_cpus() if s.pin else None
     server_cpus, client_cpus = split if split else (None, None)
-    args = (
+    args: tuple[str, ...] = (
         "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
         "--partner-listen", "127.0.0.1:0", "--partner-ca", str(pki / "ca.pem"),
         "--partners", str(pki / "partners.toml"),
     )  # fmt: skip
-    bundle = bdata.signed_bundle(areas, authority, now=now)
     env = None
     name = "partner-server"
     if token is not None:
         args = (*args, "--verdict-key", token.uri)
         env, name = token.env, "partner-server-hsm"
-    with serve(root / name, bundle, authority, extra_args=args, cpus=server_cpus, env=env) as srv:
+    with serve(root / name, pub.files, extra_args=args, cpus=server_cpus, env=env) as srv:
         # The partner listener's line follows "serving on": wait for it.
         partners = srv.wait_for_stdout(r"partners on \S+:(\d+)", timeout=30)
         if partners is None:
@@ -318,38 +380,138 @@ def partner_stream_figure(
         "wall_s": wall1 - wall0,
         "verdicts_per_core_s": count / cpu if cpu > 0 else 0.0,
         "verdicts_per_s_wall": count / (wall1 - wall0),
-        "areas": n_areas,
+        "areas": len(pub.areas),
     }
 
 
 # --- figure 5 ------------------------------------------------------------------------------
 
 
-def bundle_load(
-    root: pathlib.Path, authority: Ed25519Signer, now: int, n_areas: int
-) -> dict[str, Any]:
-    areas = bdata.make_areas(n_areas, now=now, seed=1)
-    path = root / f"bundle-{n_areas}.cose"
-    path.write_bytes(bdata.signed_bundle(areas, authority, now=now))
-    key = root / "authority.pub"
-    key.write_bytes(authority.public_key.to_pem())
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.bundleload",
-        "--bundle",
-        str(path),
-        "--authority-key",
-        str(key),
-        "--now",
-        str(now),
-        "--parts",
-    ]
+def _child(args: list[str]) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.bundleload", *args]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"bench.bundleload failed: {out.stderr[-1500:]}")
     result: dict[str, Any] = json.loads(out.stdout)
     return result
+
+
+def repository_refresh(root: pathlib.Path, pub: Published) -> dict[str, Any]:
+    """Figure 5 in two fresh processes (``bench.bundleload``): the first refresh of ``pub``'s
+    repository from nothing but its root, as a starting server does; then the same merged
+    message decoded without TUF (``RiskAreaBundle.from_payload``), the baseline."""
+    work = root / "repository-refresh"
+    work.mkdir()
+    merged = work / "merged.pb"
+    files = pub.files
+    refresh = _child(
+        [
+            "--repository", str(files.served), "--trusted-root", str(files.trusted_root),
+            "--state-dir", str(work / "state"), "--save-merged", str(merged),
+        ]
+    )  # fmt: skip
+    if refresh["areas"] != len(pub.areas):
+        raise RuntimeError(f"the refresh gave {refresh['areas']} areas, not {len(pub.areas)}")
+    return {"refresh": refresh, "baseline": _child(["--baseline", str(merged)])}
+
+
+def refresh_under_load(
+    root: pathlib.Path, pub: Published, s: Settings, now: int, *, expect_s: float
+) -> dict[str, Any]:
+    """SubmitItinerary latency on one server (pinned as for figure 1) while it refreshes,
+    beside the same load without a refresh. Changes ``pub``'s repository: run it last.
+
+    The server refreshes only when told (``--repository-refresh-s 3600``, then SIGHUP). A
+    round of N calls without a refresh is the baseline; then the first department
+    republishes its share of the areas with every window opened an hour earlier (the same
+    verdicts, new content, so the whole index is rebuilt), the repository is served, and
+    a second round of N calls runs, during which the server gets SIGHUP. The refresh lasts
+    from the signal until the server reports the new snapshot version (polled every
+    20 ms); the calls whose span overlaps it are "during the refresh". N is enough calls
+    for about 1 s before the signal and three times ``expect_s`` after it.
+
+    The load is closed-loop (a fixed number of calls in flight): while the server stalls,
+    no new calls start, so this understates what clients arriving at a fixed rate would
+    see."""
+    areas, files = pub.areas, pub.files
+    request = bdata.ItineraryMaker(areas, now=now, seed=2).request()
+    body = request.SerializeToString()
+    split = split_cpus() if s.pin else None
+    server_cpus, loadgen_cpus = split if split else (None, None)
+    lead_s = 1.0
+    args = [*s.serve_args, "--repository-refresh-s", "3600"]
+    with serve(root / "refresh-under-load", files, extra_args=args, cpus=server_cpus) as srv:
+        _check_server(srv, len(areas), request, now)
+        size = len(call_raw(srv.target, SUBMIT, body))
+        warm = _measure(srv, SUBMIT, body, 300 if s.quick else 2000, s, size, loadgen_cpus)
+        count = int(warm.calls_per_s * (lead_s + max(3 * expect_s, 2.0) + 1.0))
+
+        def load() -> LoadResult:
+            return drive(
+                srv.target,
+                SUBMIT,
+                body,
+                count=count,
+                concurrency=s.concurrency,
+                connections=s.connections,
+                tool=s.loadgen,
+                response_bytes=size,
+                cpus=loadgen_cpus,
+                timeline=True,
+            )
+
+        quiet = load()
+        old_version = _status(srv.target).version
+        moved = dataclasses.replace(areas, active_from=areas.active_from - bdata.HOUR)
+        bdata.publish(files, moved, departments=DEPARTMENTS, only=bdata.DEPARTMENTS[0], now=now)
+        new_version = files.snapshot_version()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            during = pool.submit(load)
+            time.sleep(lead_s)
+            signalled = time.time()
+            os.kill(srv.pid, signal.SIGHUP)
+            refreshed = _wait_for_version(srv.target, new_version, timeout_s=120.0)
+            result = during.result()
+        _check_server(srv, len(areas), request, now)  # answering correctly on the new set
+    spans = [(start, start + latency, latency) for start, latency in result.timeline]
+    inside = [lat for start, end, lat in spans if start < refreshed and end > signalled]
+    outside = [lat for start, end, lat in spans if not (start < refreshed and end > signalled)]
+    covered = (
+        bool(spans)
+        and min(x[0] for x in spans) < signalled
+        and max(x[1] for x in spans) > refreshed
+    )
+    return {
+        "areas": len(areas),
+        "departments": DEPARTMENTS,
+        "calls_per_round": count,
+        "versions": [old_version, new_version],
+        "refresh_wall_s": refreshed - signalled,
+        "covered": covered,
+        "calls_during": len(inside),
+        "p99_during_s": percentiles(inside)["p99"],
+        "p99_outside_s": percentiles(outside)["p99"],
+        "p99_quiet_s": quiet.latency_s["p99"],
+        "latency_during_s": percentiles(inside),
+        "latency_quiet_s": quiet.latency_s,
+        "errors": dict(Counter(quiet.errors) + Counter(result.errors)),
+        "tool": result.tool,
+    }
+
+
+def _wait_for_version(target: str, version: int, *, timeout_s: float) -> float:
+    """Poll the server's risk-area status every 20 ms until it reports ``version``; the Unix
+    time it first did."""
+    request = pb.GetRiskAreaStatusRequest().SerializeToString()
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(STATUS, request_serializer=None, response_deserializer=None)
+        while time.monotonic() < deadline:
+            status = pb.GetRiskAreaStatusResponse.FromString(call(request, timeout=10))
+            if status.version == version:
+                return time.time()
+            time.sleep(0.02)
+    raise RuntimeError(f"the server did not move to version {version} in {timeout_s:.0f} s")
 
 
 # --- putting it together -----------------------------------------------------------------
@@ -478,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
         "--areas",
         type=lambda t: sorted({int(x) for x in t.split(",")}),
         default=[100, 10_000, 100_000],
-        help="bundle sizes for figure 2 (default 100,10000,100000)",
+        help="numbers of areas for figure 2 (default 100,10000,100000); the largest is figure 5's",
     )
     p.add_argument("--concurrency", type=int, default=64, help="calls in flight (default 64)")
     p.add_argument("--connections", type=int, default=16, help="HTTP/2 connections (default 16)")
@@ -537,27 +699,27 @@ def main(argv: list[str] | None = None) -> int:
     if load_start > 0.5:
         print(f"warning: load average {load_start:.2f} before starting: the machine is not idle")
     res: dict[str, Any] = {"servers": {}}
-    authority = Ed25519Signer.generate()
     with tempfile.TemporaryDirectory(prefix="staycheck-bench-") as tmp:
         root = pathlib.Path(tmp)
+        repositories = Repositories(root, now)
         for n in s.areas:
+            pub = repositories.get(n)
             t0 = time.monotonic()
-            res["servers"][n] = server_figures(n, authority, root, s, now)
+            res["servers"][n] = server_figures(pub, root, s, now)
+            res["servers"][n]["publish_s"] = pub.publish_s
             _report_server(f"{n} areas", res["servers"][n], t0)
         n_mid = 10_000 if 10_000 in s.areas else s.areas[len(s.areas) // 2]
-        # Figure 1 again, the same way (same bundle, load, pinning), with freed memory
+        mid = repositories.get(n_mid)
+        # Figure 1 again, the same way (same areas, load, pinning), with freed memory
         # scrubbed: what --scrub-freed-memory costs per call (issue 13).
         t0 = time.monotonic()
-        res["scrub_freed_memory"] = server_figures(
-            n_mid, authority, root, s, now, extra_args=(SCRUB_FLAG,)
-        )
+        res["scrub_freed_memory"] = server_figures(mid, root, s, now, extra_args=(SCRUB_FLAG,))
         _report_server(f"{n_mid} areas, {SCRUB_FLAG}", res["scrub_freed_memory"], t0)
         if s.compare_workers:
             for k in (1, 2):
                 t0 = time.monotonic()
                 w = server_figures(
-                    n_mid,
-                    authority,
+                    mid,
                     root,
                     s,
                     now,
@@ -578,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  note: no verdict key on a token in this run: {no_token}", flush=True)
         streams = {"partner_stream": None} | ({"partner_stream_hsm": token} if token else {})
         for key, stream_token in streams.items():
-            res[key] = partner_stream_figure(root, authority, s, now, n_mid, token=stream_token)
+            res[key] = partner_stream_figure(root, mid, s, now, token=stream_token)
             ps = res[key]
             print(
                 f"  partner stream{', SoftHSM2 key' if stream_token else ''}: {ps['items']}"
@@ -586,12 +748,8 @@ def main(argv: list[str] | None = None) -> int:
                 f" {ps['verdicts_per_core_s']:.0f} verdicts/s per server core",
                 flush=True,
             )
-        areas = bdata.make_areas(n_mid, now=now, seed=1)
-        bundle = open_bundle(
-            bdata.signed_bundle(areas, authority, now=now),
-            AuthorityKeySet(KeySet([authority.public_key])),
-        )
-        maker = bdata.ItineraryMaker(areas, now=now, seed=3)
+        bundle = bdata.merged_bundle(mid.files, now=now)
+        maker = bdata.ItineraryMaker(mid.areas, now=now, seed=3)
         requests = [maker.request(hit=k % 5 == 0) for k in range(256)]
         rates = match_and_sign(
             bundle,
@@ -610,8 +768,23 @@ def main(argv: list[str] | None = None) -> int:
         grates = binding_guesses(rounds=s.inproc_rounds, seconds=max(s.inproc_seconds, 0.5))
         res["binding_guesses"] = grates
         print("  binding guesses done", flush=True)
-        res["bundle_load"] = bundle_load(root, authority, now, max(s.areas))
-        print("  bundle load done", flush=True)
+        big = repositories.get(max(s.areas))
+        res["repository_refresh"] = rr = repository_refresh(root, big)
+        print(
+            f"  repository refresh, {len(big.areas)} areas: {fmt_duration(rr['refresh']['load_s'])}"
+            f" (without TUF {fmt_duration(rr['baseline']['load_s'])})",
+            flush=True,
+        )
+        res["refresh_under_load"] = ul = refresh_under_load(
+            root, big, s, now, expect_s=rr["refresh"]["load_s"]
+        )
+        print(
+            f"  SubmitItinerary during a {fmt_duration(ul['refresh_wall_s'])} refresh:"
+            f" p99 {fmt_duration(ul['p99_during_s'])} over {ul['calls_during']} calls"
+            f" (without {fmt_duration(ul['p99_quiet_s'])})"
+            + ("" if ul["covered"] else "; NOT JUDGED: the load did not span the refresh"),
+            flush=True,
+        )
     figs = build_figures(res, concurrency=s.concurrency)
     measured = {str(n): srv for n, srv in res["servers"].items()}
     measured[SCRUB_FLAG] = res["scrub_freed_memory"]
@@ -623,6 +796,8 @@ def main(argv: list[str] | None = None) -> int:
         for n, srv in measured.items()
     }
     errors = {n: e for n, e in errors.items() if e}
+    if res["refresh_under_load"]["errors"]:
+        errors["refresh under load"] = {"submit": res["refresh_under_load"]["errors"]}
     m = machine()
     busy1 = busy_cpu()
     foreign = max(0.0, (busy1[0] - busy0[0]) - (busy1[1] - busy0[1]))
@@ -637,8 +812,8 @@ def main(argv: list[str] | None = None) -> int:
     split = split_cpus()
     if s.pin and split:
         print(
-            f"figures 1-2, 5: server pinned to CPU {sorted(split[0])}, load generator to CPU"
-            f" {sorted(split[1])}; figure 6 unpinned"
+            f"figures 1-2 and 5's p99 during a refresh: server pinned to CPU"
+            f" {sorted(split[0])}, load generator to CPU {sorted(split[1])}; figure 6 unpinned"
         )
     print()
     print_table(figs)

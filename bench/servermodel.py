@@ -1,10 +1,12 @@
 """Which gRPC server model costs least per call: data for the sync-vs-aio decision.
 
 Each model runs in its own process, serving the standard health ``Check`` and the real
-``SubmitItinerary`` handler (the servicer ``StayCheckServer`` wires, against a bundle of
-``--areas`` synthetic areas), and is measured like ``bench.run`` does: server CPU per call
-from /proc under ``h2load`` with 64 calls in flight, plus calls/s; the server runs on all
-CPUs but the last, h2load on the last; the median of ``--rounds`` rounds is kept.
+``SubmitItinerary`` handler (the servicer ``StayCheckServer`` wires, over ``--areas``
+synthetic areas published in a TUF repository, ``bench.data.server_files``, that every
+model's process refreshes from into a state dir of its own), and is measured like
+``bench.run`` does: server CPU per call from /proc under ``h2load`` with 64 calls in
+flight, plus calls/s; the server runs on all CPUs but the last, h2load on the last; the
+median of ``--rounds`` rounds is kept.
 
     python -m bench.servermodel                       # sync:2 sync:4 sync:16 aio
     python -m bench.servermodel --models sync:16,aio --areas 100000
@@ -26,17 +28,18 @@ from concurrent import futures
 from typing import Any
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from staycheck.trust.keys import Ed25519Signer
 from staycheck.v1 import verification_pb2 as pb
 
 from bench import data as bdata
 from bench.drive import call_raw, drive, h2load_path
 from bench.procs import cpu_seconds, spawn, split_cpus
 from bench.stats import fmt_duration, median
+from tests import harness
 
 HEALTH = "/grpc.health.v1.Health/Check"
 SUBMIT = "/staycheck.v1.ItineraryVerification/SubmitItinerary"
 OPTIONS = [("grpc.so_reuseport", 0)]
+REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _submit_service(method: Any) -> Any:
@@ -89,13 +92,13 @@ async def _serve_aio(handler: Any) -> None:
     await server.wait_for_termination(timeout=3600)
 
 
-def child(model: str, root: pathlib.Path) -> int:
+def child(model: str, args: argparse.Namespace) -> int:
     import signal
 
     from bench.profile import submit_handler
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    handler = submit_handler(root / "bundle.cose", root / "authority.pub", root)
+    handler = submit_handler(args.repository, args.trusted_root, args.root / "state")
     if model == "aio":
         asyncio.run(_serve_aio(handler))
     else:
@@ -104,14 +107,22 @@ def child(model: str, root: pathlib.Path) -> int:
 
 
 def measure(
-    model: str, root: pathlib.Path, body: bytes, seconds: float, rounds: int
+    model: str,
+    root: pathlib.Path,
+    files: harness.ServerFiles,
+    body: bytes,
+    seconds: float,
+    rounds: int,
 ) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "bench.servermodel", "--child", model, "--root", str(root)]
+    cmd += ["--repository", str(files.served), "--trusted-root", str(files.trusted_root)]
     out: dict[str, Any] = {"model": model}
     health_body = health_pb2.HealthCheckRequest().SerializeToString()
     split = split_cpus()
     server_cpus, loadgen_cpus = split if split else (None, None)
-    with spawn(cmd, root, cpus=server_cpus) as (proc, port, _):
+    # The child runs in ``root``: it finds ``bench`` (and ``tests``) through PYTHONPATH.
+    env = {"PYTHONPATH": str(REPOSITORY)}
+    with spawn(cmd, root, cpus=server_cpus, env=env) as (proc, port, _):
         target = f"127.0.0.1:{port}"
         for name, method, req in (("health", HEALTH, health_body), ("submit", SUBMIT, body)):
             size = len(call_raw(target, method, req))
@@ -139,16 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--root", type=pathlib.Path, help=argparse.SUPPRESS)
+    p.add_argument("--repository", help=argparse.SUPPRESS)
+    p.add_argument("--trusted-root", type=pathlib.Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        return child(args.child, args.root)
+        return child(args.child, args)
     if not h2load_path():
         print("h2load is not installed: apt-get install nghttp2-client")
         return 2
     now = int(time.time())
     areas = bdata.make_areas(args.areas, now=now)
-    authority = Ed25519Signer.generate()
-    bundle = bdata.signed_bundle(areas, authority, now=now)
     body = bdata.ItineraryMaker(areas, now=now).request().SerializeToString()
     print(
         f"server models, {args.areas} areas, 64 in flight over 16 connections (h2load),"
@@ -159,12 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         f" {'health/s':>9} {'submit/s':>9}"
     )
     with tempfile.TemporaryDirectory(prefix="staycheck-models-") as tmp:
+        files = bdata.server_files(pathlib.Path(tmp) / "repository", areas, now=now)
         for model in args.models.split(","):
             root = pathlib.Path(tmp) / model.replace(":", "-")
             root.mkdir()
-            (root / "bundle.cose").write_bytes(bundle)
-            (root / "authority.pub").write_bytes(authority.public_key.to_pem())
-            r = measure(model, root, body, args.seconds, args.rounds)
+            r = measure(model, root, files, body, args.seconds, args.rounds)
             h, s = r["health"], r["submit"]
             print(
                 f"{model:<8} {fmt_duration(h['cpu_per_call_s']):>16}"

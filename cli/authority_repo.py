@@ -72,9 +72,67 @@ def cmd_publish(args: argparse.Namespace) -> int:
         collection = json.loads(read(args.areas, "areas"))
     except ValueError:
         fail("repo publish: --areas is not valid JSON")
+    from staycheck.cli.authority import progress
+
     repo = _open(args)
-    count = repo.publish_areas(args.name, collection, now=now())
+    count = repo.publish_areas(args.name, collection, now=now(), progress=progress)
     print(f"department {args.name}: published {count} areas")
+    return EXIT_OK
+
+
+def cmd_add_issuer(args: argparse.Namespace) -> int:
+    repo = _open(args)
+    uris = args.key_uri or []
+    keys = len(uris) or args.keys
+    repo.add_issuer(args.code, now=now(), keys=keys, threshold=args.threshold, key_uris=uris)
+    print(f"issuer {args.code}: may publish keys/{args.code}.jwks.json ({args.threshold} of "
+          f"{keys} keys); verifiers follow it with verify --repository")  # fmt: skip
+    return EXIT_OK
+
+
+def cmd_publish_keys(args: argparse.Namespace) -> int:
+    repo = _open(args)
+    repo.publish_keys(args.code, read(args.jwks, "jwks"), now=now())
+    print(f"issuer {args.code}: key set published")
+    return EXIT_OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from staycheck.cli.authority import write_map
+
+    repo = _open(args)
+    t = now()
+    msg = repo.merged(now=t)
+    label = f"risk areas version {msg.version} ({len(repo.departments())} departments)"
+    if args.department is not None:
+        prefix = f"{args.department}/"
+        repo.areas(args.department)  # names a department of the repository
+        kept = [a for a in msg.areas if a.id.startswith(prefix)]
+        del msg.areas[:]
+        msg.areas.extend(kept)
+        label = f"department {args.department}, risk areas version {msg.version}"
+    write_map(msg, args.out, label)
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """What publishing ``--areas`` for a department would change, area by area."""
+    from staycheck.cli.authority import progress
+    from staycheck.geo.diff import diff_bundles, format_diff
+    from staycheck.v1 import bundle_pb2
+
+    try:
+        collection = json.loads(read(args.areas, "areas"))
+    except ValueError:
+        fail("repo diff: --areas is not valid JSON")
+    repo = _open(args)
+    policy = repo.policy().policy
+    old = bundle_pb2.RiskAreaBundle(policy=policy, areas=repo.areas(args.name).areas)
+    new = bundle_pb2.RiskAreaBundle(
+        policy=policy,
+        areas=repo.candidate(args.name, collection, now=now(), progress=progress).areas,
+    )
+    print(format_diff(diff_bundles(old, new)), end="")
     return EXIT_OK
 
 
@@ -195,6 +253,21 @@ def add_parsers(asub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="a key on a PKCS#11 token (RFC 7512, with pin-source=file:...; the hsm extra) "
         "instead of a new key file; repeat for several",
     )
+    p = command(
+        "add-issuer",
+        "a delegated role for an issuer's verdict key set, one path (keys/CODE.jwks.json)",
+        cmd_add_issuer,
+    )
+    p.add_argument("code", metavar="CODE", help="the issuer's six-digit code, e.g. 110000")
+    _keys_flags(p, 1, 1)
+    p.add_argument("--key-uri", action="append", metavar="URI", help="a key on a PKCS#11 token")
+    p = command(
+        "publish-keys",
+        "an issuer publishes its verdict key set (the JWKS of `staycheck keys`), checked",
+        cmd_publish_keys,
+    )
+    p.add_argument("code", metavar="CODE")
+    p.add_argument("--jwks", required=True, metavar="JWKS.json")
     p = command("publish", "a department publishes its areas (GeoJSON, validated)", cmd_publish)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--areas", required=True, metavar="AREAS.geojson")
@@ -208,3 +281,11 @@ def add_parsers(asub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("name", metavar="NAME")
     _keys_flags(p, 1, 1)
     command("inspect", "roles, versions, expiries, thresholds, departments", cmd_inspect)
+    p = command(
+        "render", "draw the published areas (every department's, or one's) as SVG", cmd_render
+    )
+    p.add_argument("--department", metavar="NAME", help="only this department's areas")
+    p.add_argument("--out", required=True, metavar="MAP.svg", help="written atomically")
+    p = command("diff", "what publishing a GeoJSON file would change for a department", cmd_diff)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--areas", required=True, metavar="AREAS.geojson")

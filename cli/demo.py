@@ -136,7 +136,7 @@ def run_demo(*, keep: pathlib.Path | None = None) -> int:
                     _say(
                         f"   the hotel scans the QR and verifies offline: "
                         f"{verdict.status.label_zh}, issuer {verdict.issuer}, "
-                        f"binding: checked, bundle v{verdict.riskset_version}"
+                        f"binding: checked, risk areas v{verdict.riskset_version}"
                     )
                     tokens.append(submitted.response.token)
 

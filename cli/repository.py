@@ -33,7 +33,7 @@ import hashlib
 import os
 import pathlib
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,7 @@ from staycheck.geo.authoring import build_bundle
 from staycheck.geo.bundle import Policy
 from staycheck.geo.errors import ConfigurationError
 from staycheck.trust.keys import KeySet
-from staycheck.trust.riskset import POLICY_PATH, check_department_name, department_path
+from staycheck.trust.riskset import POLICY_PATH, check_department_name, department_path, merge
 from staycheck.v1 import bundle_pb2
 from tuf.api.metadata import (
     DelegatedRole,
@@ -182,6 +182,13 @@ class AuthorityRepository:
                 time.sleep(0.1)
         _HELD_LOCKS[path] = fd
 
+    def close(self) -> None:
+        """Let other processes write the workspace (the lock is otherwise held until this
+        process ends); this object must not write it afterwards."""
+        fd = _HELD_LOCKS.pop((self.workspace / ".lock").resolve(), None)
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the flock
+
     @classmethod
     def open(cls, workspace: pathlib.Path) -> AuthorityRepository:
         """An existing workspace: the newest metadata of every role, and the keys found."""
@@ -287,12 +294,22 @@ class AuthorityRepository:
         self._sign_and_write(name)
         self._publish_top(now=now, targets_changed=True)
 
-    def add_issuer(self, code: str, *, now: int, keys: int = 1, threshold: int = 1) -> None:
+    def add_issuer(
+        self,
+        code: str,
+        *,
+        now: int,
+        keys: int = 1,
+        threshold: int = 1,
+        key_uris: Sequence[str] = (),
+    ) -> None:
         """A delegated role ``issuer-<code>`` that may publish that issuer's verdict key set
         (``keys/<code>.jwks.json``) and nothing else; verifiers follow it."""
         name = f"issuer-{code}"
         path = issuer_keys_path(code)
-        self._delegate(name, path, self._role_keys(name, keys, ()), threshold=threshold)
+        if name in self.delegated():
+            raise ConfigurationError(f"issuer {code}: already in the repository")
+        self._delegate(name, path, self._role_keys(name, keys, key_uris), threshold=threshold)
         self._md[name] = Metadata(Targets(expires=_expiry(now, DEPARTMENT_EXPIRY_S)))
         self._sign_and_write(name)
         self._publish_top(now=now, targets_changed=True)
@@ -349,18 +366,42 @@ class AuthorityRepository:
         for signer in signers:
             targets.add_key(signer.public_key, name)
 
-    def publish_areas(self, name: str, collection: Any, *, now: int) -> int:
-        """Validate the GeoJSON as ``authority sign`` does and publish it as the department's
-        areas file; returns the number of areas."""
-        if name not in self.departments():
-            raise ConfigurationError(f"department {name}: not in the repository")
-        checked = build_bundle(
-            collection, version=1, issued_at=now, expires_at=now + 1, policy=Policy()
-        )
-        area_set = bundle_pb2.RiskAreaSet(department=name, areas=checked.areas)
+    def publish_areas(
+        self,
+        name: str,
+        collection: Any,
+        *,
+        now: int,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Validate the GeoJSON (:meth:`candidate`) and publish it as the department's areas
+        file; returns the number of areas."""
+        area_set = self.candidate(name, collection, now=now, progress=progress)
         self._put_areas(name, area_set, now=now, bump=True)
         self._publish_top(now=now, targets_changed=False)
         return len(area_set.areas)
+
+    def candidate(
+        self,
+        name: str,
+        collection: Any,
+        *,
+        now: int,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> bundle_pb2.RiskAreaSet:
+        """The areas file that publishing ``collection`` for ``name`` would write, after every
+        check of ``staycheck.geo.authoring`` (geometries, ids, levels, windows, cities)."""
+        if name not in self.departments():
+            raise ConfigurationError(f"department {name}: not in the repository")
+        checked = build_bundle(
+            collection,
+            version=1,
+            issued_at=now,
+            expires_at=now + 1,
+            policy=Policy(),
+            progress=progress,
+        )
+        return bundle_pb2.RiskAreaSet(department=name, areas=checked.areas)
 
     def set_policy(self, policy: Policy, *, now: int) -> None:
         message = self.policy()
@@ -425,6 +466,32 @@ class AuthorityRepository:
     def policy(self) -> bundle_pb2.RiskPolicy:
         info = self._md["targets"].signed.targets[POLICY_PATH]
         return bundle_pb2.RiskPolicy.FromString(self._read_target(info))
+
+    def areas(self, name: str) -> bundle_pb2.RiskAreaSet:
+        """The areas file the department ``name`` has published (empty until it does)."""
+        if name not in self.departments():
+            raise ConfigurationError(f"department {name}: not in the repository")
+        info = self._md[name].signed.targets[department_path(name)]
+        return bundle_pb2.RiskAreaSet.FromString(self._read_target(info))
+
+    def merged(self, *, now: int) -> bundle_pb2.RiskAreaBundle:
+        """Every department's published areas as servers merge them (ids prefixed with the
+        department), with the policy; version and expiry those of the snapshot and the
+        earliest metadata expiry, as a server would see them."""
+        policy = self.policy()
+        sets = {
+            d.name: self.areas(d.name).SerializeToString(deterministic=True)
+            for d in policy.departments
+        }
+        roles = {r.name: r for r in self.roles()}
+        expires = min(r.expires for name, r in roles.items() if name != "root")
+        return merge(
+            policy,
+            sets,
+            version=roles["snapshot"].version,
+            issued_at=min(now, expires - 1),
+            expires_at=expires,
+        )
 
     def trusted_root(self) -> bytes:
         """``1.root.json``: what servers and verifiers start from (in their image or a secret)."""

@@ -20,8 +20,9 @@ from staycheck.cli.common import (
 )
 
 SERVE_FLAGS = (
-    "listen", "repository", "trusted_root", "repository_refresh_s", "bundle", "authority_key",
-    "state_dir", "issuer", "tls_cert", "tls_key",
+    "listen", "repository", "trusted_root", "repository_refresh_s", "repository_timeout_s",
+    "state_dir", "issuer",
+    "tls_cert", "tls_key",
     "insecure", "partner_listen", "partner_ca", "partners", "trust_store", "metrics_listen",
     "access_log", "log_level", "log_format", "workers", "scrub_freed_memory",
     "key_refresh_interval_s", "key_publish_ahead_s", "verdict_key",
@@ -172,13 +173,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="how often the repository is refreshed (default 60)",
     )
     p.add_argument(
-        "--bundle", metavar="BUNDLE", help="or: a signed bundle file, watched; SIGHUP reloads"
+        "--repository-timeout-s",
+        type=float,
+        metavar="SECONDS",
+        help="give a refresh up after this long, the last good set serving (default 30)",
     )
-    p.add_argument("--authority-key", metavar="PUBLIC", help="authority public key (PEM)")
     p.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="verdict keys, TUF's trusted metadata (or the bundle floor)",
+        help="verdict keys and TUF's trusted metadata",
     )
     p.add_argument("--issuer", metavar="CODE", help="province code, e.g. 110000")
     p.add_argument(

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from staycheck.trust.binding import (
@@ -72,6 +72,53 @@ class Submitted:
         return qr_code(self.presentation)
 
 
+def submit_request(
+    itinerary: pb.Itinerary,
+    *,
+    subject_binding: bytes = b"",
+    binding_params: BindingParameters | None = None,
+) -> pb.SubmitItineraryRequest:
+    """The request message: a binding the caller derived, with the parameters it used (by
+    default those :func:`staycheck.trust.binding.compute_binding` uses by default)."""
+    request = pb.SubmitItineraryRequest(itinerary=itinerary, subject_binding=subject_binding)
+    if subject_binding:
+        params = binding_params or DEFAULT_PARAMETERS
+        request.binding_parameters.CopyFrom(binding_parameters_message(params))
+    return request
+
+
+class _Submit(Protocol):
+    def __call__(
+        self,
+        itinerary: pb.Itinerary,
+        *,
+        subject_binding: bytes = b"",
+        binding_params: BindingParameters | None = None,
+    ) -> pb.SubmitItineraryResponse: ...
+
+
+def submit_for_subject(
+    submit: _Submit,
+    itinerary: pb.Itinerary,
+    *,
+    subject_id: str | None,
+    binding_params: BindingParameters = DEFAULT_PARAMETERS,
+) -> Submitted:
+    """``submit`` (a client's raw call) and the presentation. With ``subject_id`` (an
+    identity document number, which never leaves this process) the verdict is bound to it
+    under a fresh salt; ``None`` asks for an unbound verdict."""
+    salt = binding = b""
+    if subject_id is not None:
+        salt = new_salt()
+        binding = compute_binding(subject_id, salt, binding_params)
+    response = submit(
+        itinerary,
+        subject_binding=binding,
+        binding_params=binding_params if binding else None,
+    )
+    return Submitted(response, present(response.token, salt), salt)
+
+
 class StayCheckClient:
     """``with StayCheckClient("127.0.0.1:50051") as c: c.submit(itinerary)``."""
 
@@ -104,10 +151,9 @@ class StayCheckClient:
     ) -> pb.SubmitItineraryResponse:
         """The raw call: a binding the caller derived, with the parameters it used (by
         default those :func:`staycheck.trust.binding.compute_binding` uses by default)."""
-        request = pb.SubmitItineraryRequest(itinerary=itinerary, subject_binding=subject_binding)
-        if subject_binding:
-            params = binding_params or DEFAULT_PARAMETERS
-            request.binding_parameters.CopyFrom(binding_parameters_message(params))
+        request = submit_request(
+            itinerary, subject_binding=subject_binding, binding_params=binding_params
+        )
         response: pb.SubmitItineraryResponse = self._stub.SubmitItinerary(
             request, timeout=self._timeout_s
         )
@@ -120,19 +166,10 @@ class StayCheckClient:
         subject_id: str | None,
         binding_params: BindingParameters = DEFAULT_PARAMETERS,
     ) -> Submitted:
-        """Submit and return the presentation. With ``subject_id`` (an identity document
-        number, which never leaves this process) the verdict is bound to it under a fresh
-        salt; ``None`` asks for an unbound verdict."""
-        salt = binding = b""
-        if subject_id is not None:
-            salt = new_salt()
-            binding = compute_binding(subject_id, salt, binding_params)
-        response = self.submit(
-            itinerary,
-            subject_binding=binding,
-            binding_params=binding_params if binding else None,
+        """Submit and return the presentation (:func:`submit_for_subject`)."""
+        return submit_for_subject(
+            self.submit, itinerary, subject_id=subject_id, binding_params=binding_params
         )
-        return Submitted(response, present(response.token, salt), salt)
 
     def verdict_keys_json(self) -> str:
         response = self._stub.GetVerdictKeys(pb.GetVerdictKeysRequest(), timeout=self._timeout_s)

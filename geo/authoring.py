@@ -6,7 +6,8 @@ Each feature carries a Polygon or MultiPolygon (longitude, latitude) and the pro
 names the feature by index and id and says which rule it breaks.
 
 Pure: takes the parsed JSON object and returns the protobuf message; reading files and
-signing (``staycheck.trust.bundles.sign_bundle``) are the caller's.
+publishing (a department's areas file in the TUF repository, ``staycheck.cli.repository``)
+are the caller's.
 """
 
 from __future__ import annotations

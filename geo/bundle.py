@@ -7,7 +7,8 @@ ids, city codes, valid Polygon/MultiPolygon geometries, active intervals), and b
 their active intervals as NumPy arrays, built once per bundle.
 
 What it does not do: check signatures, versions against what is trusted, or expiry against
-a clock; that is ``staycheck.trust.bundles``. It opens no file.
+a clock; TUF does (``staycheck.server.follower``), and the server checks the expiry it
+carries. It opens no file.
 """
 
 from __future__ import annotations
@@ -192,7 +193,8 @@ class RiskIndex:
 
 @dataclass(frozen=True)
 class RiskAreaBundle:
-    """A decoded, internally consistent bundle. Build with :meth:`from_payload`."""
+    """A decoded, internally consistent risk-area set (the merged message of every
+    department's areas and the policy). Build with :meth:`from_proto`."""
 
     version: int
     issued_at: int
@@ -200,10 +202,9 @@ class RiskAreaBundle:
     policy: Policy
     area_count: int
     digest: str
-    """SHA-256 (hex) of the signed file this came from."""
+    """SHA-256 (hex) naming the content: for a set from the repository, over the signed
+    hashes of the policy and every areas file (``staycheck.server.follower.Refreshed``)."""
     index: RiskIndex = field(repr=False, compare=False)
-    signed_by: str = ""
-    """Key id (hex) of the authority key whose signature was verified."""
 
     @classmethod
     def from_payload(cls, payload: bytes, *, digest: str) -> RiskAreaBundle:

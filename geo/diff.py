@@ -9,10 +9,8 @@ polygon written with another starting vertex or ring direction is not a change.
 :func:`format_diff` turns a diff into lines for a terminal, with any character that is not
 printable in an id shown as an escape (ids come from the authority's file).
 
-What it does not do: verify signatures or versions (open both bundles with
-``staycheck.trust.bundles.open_bundle`` first), say whether the new version may replace the old one
-(that
-is ``staycheck.trust.bundles.TrustedBundleSet``), judge which changes matter for matching, read a
+What it does not do: verify signatures or versions (TUF does, for what is published), say
+whether a publication may replace another, judge which changes matter for matching, read a
 clock or open a file.
 """
 
@@ -59,8 +57,6 @@ class PolicyChange(NamedTuple):
 class BundleDiff:
     """Changes from an old bundle to a new one; each tuple sorted by area id."""
 
-    old_version: int
-    new_version: int
     added: tuple[str, ...] = ()
     """Ids in the new bundle only."""
     removed: tuple[str, ...] = ()
@@ -79,7 +75,7 @@ class BundleDiff:
 
     @property
     def empty(self) -> bool:
-        """True if no area and no policy field changed (the versions may still differ)."""
+        """True if no area and no policy field changed."""
         return not (
             self.added
             or self.removed
@@ -157,8 +153,6 @@ def diff_bundles(old: bundle_pb2.RiskAreaBundle, new: bundle_pb2.RiskAreaBundle)
     )
     old_policy, new_policy = _policy(old), _policy(new)
     return BundleDiff(
-        old_version=old.version,
-        new_version=new.version,
         added=tuple(sorted(after.keys() - before.keys())),
         removed=tuple(sorted(before.keys() - after.keys())),
         level_changed=tuple(level_changed),
@@ -187,11 +181,7 @@ def _lines(mark: str, label: str, ids: Iterable[str]) -> list[str]:
 
 def format_diff(d: BundleDiff) -> str:
     """The diff for a person: one line per change, then a summary line."""
-    lines = [f"bundle version {d.old_version} -> {d.new_version}"]
-    if d.new_version <= d.old_version:
-        went = "goes down" if d.new_version < d.old_version else "does not go up"
-        lines.append(f"! version {went}: a server holding version {d.old_version} refuses it")
-    lines += [f"~ policy    {c.field}: {c.old} -> {c.new}" for c in d.policy_changed]
+    lines = [f"~ policy    {c.field}: {c.old} -> {c.new}" for c in d.policy_changed]
     lines += _lines("+", "added", d.added)
     lines += _lines("-", "removed", d.removed)
     lines += [f"~ level     {_shown(c.area_id)}: {c.old} -> {c.new}" for c in d.level_changed]

@@ -10,10 +10,10 @@ and code; a legend with the area count per level; and a title with the bundle's 
 dates. Every piece of text is escaped (area ids come from the authority's file), and
 characters that XML 1.0 cannot carry at all are replaced by U+FFFD.
 
-What it does not do: verify the bundle's signature or its invariants (the caller opens it
-with ``staycheck.trust.bundles.open_bundle`` first), judge which areas are active or flagged (it
-draws every area), read a clock, or open a file. The projection is for looking at, not for
-measuring: distances and areas on it are approximate.
+What it does not do: verify where the areas came from or their invariants (the caller
+reads them from a checked GeoJSON file or the repository first), judge which areas are
+active or flagged (it draws every area), read a clock, or open a file. The projection is
+for looking at, not for measuring: distances and areas on it are approximate.
 """
 
 from __future__ import annotations

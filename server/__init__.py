@@ -1,5 +1,6 @@
-"""The StayCheck gRPC server: the public service, the partner listener, bundle loading and
-reloading, the verdict key store, configuration, metrics and logs, worker processes.
+"""The StayCheck gRPC server: the public service, the partner listener, the risk areas
+followed from the TUF repository, the verdict key store, configuration, metrics and logs,
+worker processes.
 
 - :class:`StayCheckServer`: one server in this process (``start``, ``stop``), built from a
   :class:`ServerConfig`.

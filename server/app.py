@@ -4,9 +4,10 @@
 
 - on the public listener, ``ItineraryVerification``, the standard health service and
   reflection; on the partner listener (optional), ``PartnerVerification`` plus health;
-- the bundle manager and verdict key store, the verdict core, metrics, and a background
-  thread that reloads the bundle when its file changes (or on :meth:`request_reload`, which
-  SIGHUP calls), picks up key rotations, and keeps health in step with the bundle's expiry
+- the risk areas followed from the TUF repository and the verdict key store, the verdict
+  core, metrics, and a background thread that refreshes the repository every
+  ``repository_refresh_s`` (or on :meth:`request_reload`, which SIGHUP calls), picks up key
+  rotations, and keeps health in step with the risk-area set's expiry
   and with the signing key (a key on a PKCS#11 token that does not answer: NOT_SERVING
   until it is back; the thread probes it every ``reload_interval_s``).
 
@@ -28,7 +29,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from staycheck.client.files import load_trust_store
 from staycheck.geo.errors import ConfigurationError, Error
-from staycheck.server.bundles import BundleManager, BundleSource, ReloadResult
+from staycheck.server.bundles import ReloadResult, RepositoryBundles
 from staycheck.server.config import ServerConfig, read_file
 from staycheck.server.errors import DecodeGuard
 from staycheck.server.follower import RepositoryFollower
@@ -37,9 +38,7 @@ from staycheck.server.listeners import Listeners
 from staycheck.server.metrics import Metrics, ObservingInterceptor
 from staycheck.server.partner_access import SharedBuckets
 from staycheck.server.partner_service import PartnerVerificationServicer
-from staycheck.server.repo_bundles import RepositoryBundles
 from staycheck.server.service import ItineraryVerificationServicer, VerdictCore
-from staycheck.trust.keys import AuthorityKeySet, KeySet, PublicKey
 from staycheck.trust.truststore import Issuer, TrustStore
 from staycheck.v1 import partner_pb2 as ppb
 from staycheck.v1 import partner_pb2_grpc as ppb_grpc
@@ -50,8 +49,8 @@ log = logging.getLogger("staycheck.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ItineraryVerification"].full_name
 PARTNER_SERVICE_NAME = ppb.DESCRIPTOR.services_by_name["PartnerVerification"].full_name
 LIVENESS_NAME = "staycheck.liveness"
-"""A health name that is SERVING while the process runs, whatever the bundle: for liveness
-probes (an expired bundle must take a pod out of rotation, not restart it)."""
+"""A health name that is SERVING while the process runs, whatever the risk areas: for
+liveness probes (an expired set must take a pod out of rotation, not restart it)."""
 
 
 def _now() -> int:
@@ -69,9 +68,12 @@ class StayCheckServer:
         monotonic: Callable[[], float] = time.monotonic,
         reuse_port: bool = False,
         shared_buckets: SharedBuckets | None = None,
+        worker_index: int | None = None,
     ) -> None:
-        """``reuse_port`` and ``shared_buckets`` are for the workers of ``--workers``: the
-        port and the partner budgets they share (``staycheck.server.listeners``)."""
+        """``reuse_port``, ``shared_buckets`` and ``worker_index`` are for the workers of
+        ``--workers``: the port and the partner budgets they share
+        (``staycheck.server.listeners``), and which worker this is (each keeps TUF's trusted
+        metadata apart, in ``tuf-worker-N`` of the state dir, so no two write one file)."""
         config.check()
         self.config = config
         self._clock = clock
@@ -89,33 +91,19 @@ class StayCheckServer:
         self.keys.load_or_create(now=clock(), publish_ahead_s=config.key_publish_ahead_s)
         self._trust = self._build_trust()
         self.health = health.HealthServicer()
-        self.bundles: BundleSource
-        if config.repository is not None:
-            assert config.trusted_root_path is not None  # config.check()
-            follower = RepositoryFollower(
-                config.state_dir,
-                config.repository,
-                trusted_root=read_file(config.trusted_root_path, "trusted root"),
-            )
-            self.bundles = RepositoryBundles(
-                follower,
-                clock=clock,
-                refresh_interval_s=config.repository_refresh_s,
-                refresh_timeout_s=config.bundle_read_timeout_s,
-                on_change=self._update_health,
-            )
-        else:
-            assert config.bundle_path is not None and config.authority_key_path is not None
-            authority = PublicKey.from_pem(read_file(config.authority_key_path, "authority key"))
-            self.bundles = BundleManager(
-                config.bundle_path,
-                AuthorityKeySet(KeySet([authority])),
-                state_dir=config.state_dir,
-                clock=clock,
-                max_size=config.max_bundle_bytes,
-                read_timeout_s=config.bundle_read_timeout_s,
-                on_change=self._update_health,
-            )
+        follower = RepositoryFollower(
+            config.state_dir,
+            config.repository,
+            trusted_root=read_file(config.trusted_root_path, "trusted root"),
+            folder="tuf" if worker_index is None else f"tuf-worker-{worker_index}",
+        )
+        self.bundles = RepositoryBundles(
+            follower,
+            clock=clock,
+            refresh_interval_s=config.repository_refresh_s,
+            refresh_timeout_s=config.repository_timeout_s,
+            on_change=self._update_health,
+        )
         self.metrics: Metrics | None = None
         if config.metrics_listen is not None:
             self.metrics = Metrics()
@@ -163,9 +151,11 @@ class StayCheckServer:
         self.partner_port = 0
         self.metrics_port = 0
 
-    def _state_gauges(self) -> dict[str, float]:
+    def _state_gauges(self) -> dict[str, float | dict[str, float]]:
         now = self._clock()
-        values = {"staycheck_bundle_serving": float(self.bundles.serving(now))}
+        values: dict[str, float | dict[str, float]] = {
+            "staycheck_bundle_serving": float(self.bundles.serving(now))
+        }
         bundle = self.bundles.current
         values["staycheck_bundle_version"] = float(bundle.version if bundle else 0)
         if bundle is not None:
@@ -174,6 +164,22 @@ class StayCheckServer:
             values["staycheck_bundle_age_seconds"] = float(now - bundle.issued_at)
         signing = self.keys.signing_key(now=now)
         values["staycheck_verdict_key_age_seconds"] = float(now - signing.not_before)
+        stats = self.bundles.stats
+        values["staycheck_repository_refreshes_total"] = {
+            reason: float(n) for reason, n in stats.outcomes.items()
+        }
+        if stats.last is not None:
+            values["staycheck_repository_role_version"] = {
+                role: float(v) for role, v in stats.last.role_versions.items()
+            }
+        if stats.last_success is not None:
+            values["staycheck_repository_last_success_timestamp_seconds"] = float(
+                stats.last_success
+            )
+        if stats.timestamp_since is not None:
+            values["staycheck_repository_timestamp_age_seconds"] = float(
+                now - stats.timestamp_since
+            )
         return values
 
     def _build_trust(self) -> TrustStore:
@@ -193,7 +199,7 @@ class StayCheckServer:
         self.health.set(LIVENESS_NAME, health_pb2.HealthCheckResponse.SERVING)
 
     def start(self) -> int:
-        """Bind, load the bundle, start serving; returns the public port."""
+        """Bind, refresh the repository once, start serving; returns the public port."""
         self.port, self.partner_port = self._listeners.bind()
         self.bundles.reload()
         self._update_health()
@@ -208,7 +214,7 @@ class StayCheckServer:
         return self.port
 
     def request_reload(self) -> None:
-        """Ask the watcher thread to reload the bundle now (safe from a signal handler)."""
+        """Ask the watcher thread to refresh the repository now (safe from a signal handler)."""
         self._reload_requested.set()
 
     def reload_now(self) -> ReloadResult:

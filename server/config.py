@@ -3,7 +3,7 @@
 Built by the entry point (``staycheck serve``) from, in increasing precedence, a TOML file
 (``--config``), environment variables ``STAYCHECK_<KEY>`` and command-line flags, with
 :func:`build_config`; library code reads no environment variables. Keys are the
-:data:`KEYS` below (``listen``, ``bundle``, ``state_dir``, ...), the same names as the flags.
+:data:`KEYS` below (``listen``, ``repository``, ``state_dir``, ...), the same names as the flags.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from staycheck.server.keystore import (
     ROTATION_GRACE_S,
 )
 from staycheck.server.pkcs11 import Pkcs11Uri
-from staycheck.trust.bundles import DEFAULT_MAX_BUNDLE_SIZE
 from staycheck.trust.verdict import MAX_TTL_S
 
 _ISSUER = re.compile(r"[1-8]\d0000")
@@ -34,28 +33,26 @@ class ServerConfig:
     listen: str
     """HOST:PORT of the public listener; port 0 picks a free port."""
     state_dir: pathlib.Path
-    """Verdict keys, TUF's trusted metadata (or the bundle version floor) live here (0700)."""
+    """Verdict keys and TUF's trusted metadata live here (0700)."""
     issuer: str
     """Province code of this issuer, e.g. ``110000`` (Beijing)."""
-    repository: str | None = None
-    """The TUF repository of risk areas (ADR 11): an http(s) URL or a local folder; with
-    ``trusted_root_path``. Or, the older way, ``bundle_path`` with ``authority_key_path``."""
-    trusted_root_path: pathlib.Path | None = None
+    repository: str
+    """The TUF repository of risk areas (ADR 11): an http(s) URL or a local folder."""
+    trusted_root_path: pathlib.Path
     """The repository's ``root.json`` to start from (in the image, or a Secret); read on the
     first start only: afterwards TUF's metadata in the state dir is what is trusted."""
     repository_refresh_s: float = 60.0
     """How often the repository is refreshed, seconds."""
-    bundle_path: pathlib.Path | None = None
-    """A signed risk-area bundle file (watched for changes), instead of a repository."""
-    authority_key_path: pathlib.Path | None = None
-    """PEM public key of the health authority that signs the bundle file."""
+    repository_timeout_s: float = 30.0
+    """How long one refresh may take before it is given up, seconds (a hung repository
+    must not stop key rotations or health); the last good set keeps serving meanwhile."""
     verdict_key: str | None = field(default=None, repr=False)
     """An RFC 7512 PKCS#11 URI of the verdict key on a token (``pkcs11:token=...;object=...
     ?module-path=...&pin-source=file:...``); None: key files in ``state_dir``. On first start
     the state dir records this key and holds no private key; later it must be a recorded
     key. Its PIN serves every recorded key on that token. Never shown with ``pin-value``."""
     verdict_ttl_s: int = MAX_TTL_S
-    """Verdict lifetime, seconds (at most 24 h; never past the bundle's expiry)."""
+    """Verdict lifetime, seconds (at most 24 h; never past the risk areas' expiry)."""
     key_refresh_interval_s: int = DEFAULT_REFRESH_INTERVAL_S
     """How often verifiers should fetch the key set again, seconds: published in it as
     ``refresh_interval_s``. Must be shorter than ``key_publish_ahead_s``."""
@@ -70,17 +67,13 @@ class ServerConfig:
     partner_max_items_per_message: int = 1000
     """Most items one partner stream message may carry; a larger one is refused before any
     work. Its answer (a verdict is about 400 bytes) then always fits in a reply."""
-    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_SIZE
-    """Largest bundle file accepted, bytes; checked before it is read."""
     max_workers: int = 16
     """Threads handling calls."""
     max_concurrent_rpcs: int = 1000
     """Calls in progress beyond this are refused with RESOURCE_EXHAUSTED."""
     reload_interval_s: float = 1.0
-    """How often the bundle file is checked for changes, seconds."""
-    bundle_read_timeout_s: float = 5.0
-    """How long one read of the bundle file may take before it is given up, seconds (a
-    stuck network mount must not stop reloads, key rotations or health)."""
+    """How often the watcher wakes to see whether a refresh is due, picks up key rotations
+    and updates health, seconds."""
     grace_s: float = 10.0
     """On SIGTERM, how long in-flight calls may take to finish, seconds."""
     drain_s: float = 1.0
@@ -128,17 +121,8 @@ class ServerConfig:
         return self.tls_cert_path is not None and self.tls_key_path is not None
 
     def check(self) -> None:
-        from_repository = self.repository is not None or self.trusted_root_path is not None
-        from_file = self.bundle_path is not None or self.authority_key_path is not None
-        if from_repository == from_file:
-            raise ConfigurationError(
-                "risk areas: give --repository with --trusted-root, or --bundle with "
-                "--authority-key (one of the two)"
-            )
-        if from_repository and (self.repository is None or self.trusted_root_path is None):
-            raise ConfigurationError("repository: give both --repository and --trusted-root")
-        if from_file and (self.bundle_path is None or self.authority_key_path is None):
-            raise ConfigurationError("bundle: give both --bundle and --authority-key")
+        if not self.repository:
+            raise ConfigurationError("repository: give the TUF repository's URL or folder")
         if not 1 <= self.repository_refresh_s <= 3600:
             raise ConfigurationError("repository_refresh_s: must be within 1 s and 1 h")
         if not _ISSUER.fullmatch(self.issuer):
@@ -174,8 +158,8 @@ class ServerConfig:
         if not 1 <= self.partner_max_items_per_message <= 8000:
             # 8000 answers of at most ~500 bytes stay under the 4 MiB send limit.
             raise ConfigurationError("partner_max_items_per_message: must be within 1-8000")
-        if not 0 < self.bundle_read_timeout_s <= 300:
-            raise ConfigurationError("bundle_read_timeout_s: must be above 0 and at most 300 s")
+        if not 0 < self.repository_timeout_s <= 300:
+            raise ConfigurationError("repository_timeout_s: must be above 0 and at most 300 s")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigurationError("log_level: debug, info, warning or error")
         if self.log_format not in ("json", "text", "auto"):
@@ -220,8 +204,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "repository": ("repository", str),
     "trusted_root": ("trusted_root_path", pathlib.Path),
     "repository_refresh_s": ("repository_refresh_s", float),
-    "bundle": ("bundle_path", pathlib.Path),
-    "authority_key": ("authority_key_path", pathlib.Path),
+    "repository_timeout_s": ("repository_timeout_s", float),
     "state_dir": ("state_dir", pathlib.Path),
     "issuer": ("issuer", str),
     "verdict_key": ("verdict_key", str),
@@ -244,18 +227,15 @@ KEYS: dict[str, tuple[str, type]] = {
     "max_message_bytes": ("max_message_bytes", int),
     "partner_max_message_bytes": ("partner_max_message_bytes", int),
     "partner_max_items_per_message": ("partner_max_items_per_message", int),
-    "max_bundle_bytes": ("max_bundle_bytes", int),
     "max_workers": ("max_workers", int),
     "max_concurrent_rpcs": ("max_concurrent_rpcs", int),
     "reload_interval_s": ("reload_interval_s", float),
-    "bundle_read_timeout_s": ("bundle_read_timeout_s", float),
     "grace_s": ("grace_s", float),
     "drain_s": ("drain_s", float),
     "max_stays": ("limits.max_stays", int),
     "max_future_s": ("limits.max_future_s", int),
 }
-REQUIRED = ("listen", "state_dir", "issuer")
-"""And the risk areas: repository and trusted_root, or bundle and authority_key (check())."""
+REQUIRED = ("listen", "repository", "trusted_root", "state_dir", "issuer")
 ENV_PREFIX = "STAYCHECK_"
 
 

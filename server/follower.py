@@ -19,7 +19,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import pathlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from staycheck.client.repository import RepositoryClient
 from staycheck.trust.riskset import POLICY_PATH, merge, read_policy
@@ -38,14 +39,19 @@ class Refreshed:
     content: str
     """SHA-256 over the signed hashes of the policy and every areas file: equal when only
     the metadata moved on (an hourly re-signing), so the index need not be rebuilt."""
+    role_versions: Mapping[str, int] = field(default_factory=dict)
+    """The version of every role trusted in this refresh (root, timestamp, snapshot,
+    targets and each department's)."""
 
 
 class RepositoryFollower:
     """A server's view of the repository at ``source`` (an http(s) URL, or a local folder),
-    starting from ``trusted_root`` the first time; TUF's metadata in ``state_dir/tuf``."""
+    starting from ``trusted_root`` the first time; TUF's metadata in ``state_dir/folder``."""
 
-    def __init__(self, state_dir: pathlib.Path, source: str, *, trusted_root: bytes) -> None:
-        self._client = RepositoryClient(state_dir / "tuf", source, trusted_root=trusted_root)
+    def __init__(
+        self, state_dir: pathlib.Path, source: str, *, trusted_root: bytes, folder: str = "tuf"
+    ) -> None:
+        self._client = RepositoryClient(state_dir / folder, source, trusted_root=trusted_root)
 
     def refresh(self, *, now: int) -> Refreshed:
         """Refresh and merge; raises ``tuf.api.exceptions.RepositoryError`` (or a download
@@ -81,6 +87,8 @@ class RepositoryFollower:
             expires,
             tuple(d.name for d in policy.departments),
             hashlib.sha256("\n".join(hashes).encode()).hexdigest(),
+            {"root": int(client.trusted("root").version)}
+            | {role: int(s.version) for role, s in signed.items()},
         )
 
 

@@ -8,10 +8,20 @@ Metrics (on their own port, off by default; ``--metrics-listen HOST:PORT``):
 - ``staycheck_bundle_version``, ``staycheck_bundle_issued_timestamp_seconds``,
   ``staycheck_bundle_expiry_timestamp_seconds``, ``staycheck_bundle_age_seconds``,
   ``staycheck_bundle_serving`` (1 when a valid bundle is in use);
-- ``staycheck_verdict_key_age_seconds``: since the active verdict key's window began.
+- ``staycheck_verdict_key_age_seconds``: since the active verdict key's window began;
+- ``staycheck_repository_refreshes_total{outcome}``: refreshes of the TUF repository by
+  outcome (``accepted``, ``unchanged``, or the refusal's reason, an exception class name
+  of TUF's or ours: a fixed set);
+- ``staycheck_repository_role_version{role}``: the version of each role trusted (root,
+  timestamp, snapshot, targets, and each department the signed policy lists);
+- ``staycheck_repository_timestamp_age_seconds``: since this server first trusted the
+  timestamp in use (a frozen or withheld repository: it grows past the online key's
+  re-signing period, hours before the timestamp expires);
+- ``staycheck_repository_last_success_timestamp_seconds``: the last refresh that worked.
 
 Every label value comes from a fixed set (our method names, gRPC code names, the two
-statuses); nothing from a request ever becomes a label. When neither metrics nor the access
+statuses, refusal reasons, role names from the signed metadata); nothing from a request
+ever becomes a label. When neither metrics nor the access
 log are on, the interceptor is not installed and calls do no observation work at all.
 """
 
@@ -26,7 +36,7 @@ from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from staycheck.geo.itinerary import Status
 from staycheck.server.interceptors import HandlerRewriter
@@ -76,8 +86,9 @@ class Metrics:
     def observe_verdict(self, status: Status) -> None:
         self.verdicts.labels(status.name).inc()
 
-    def add_state(self, state: Callable[[], dict[str, float]]) -> None:
-        """Gauges computed at scrape time from ``state()`` (bundle and key facts)."""
+    def add_state(self, state: Callable[[], dict[str, float | dict[str, float]]]) -> None:
+        """Gauges computed at scrape time from ``state()`` (risk-area, repository and key
+        facts): a number, or for a labelled family, a number per label value."""
         self.registry.register(_StateCollector(state))
 
     def serve(self, listen: str) -> int:
@@ -102,18 +113,43 @@ _STATE_HELP = {
     "staycheck_bundle_age_seconds": "Seconds since the bundle in use was issued.",
     "staycheck_bundle_serving": "1 when a valid, unexpired bundle is in use.",
     "staycheck_verdict_key_age_seconds": "Seconds since the active verdict key began.",
+    "staycheck_repository_refreshes_total": "Refreshes of the TUF repository, by outcome.",
+    "staycheck_repository_role_version": "Version of each TUF role trusted, by role.",
+    "staycheck_repository_timestamp_age_seconds": (
+        "Seconds since this server first trusted the timestamp in use."
+    ),
+    "staycheck_repository_last_success_timestamp_seconds": (
+        "When a repository refresh last succeeded."
+    ),
+}
+_STATE_LABEL = {
+    "staycheck_repository_refreshes_total": "outcome",
+    "staycheck_repository_role_version": "role",
 }
 
 
 class _StateCollector(Collector):
-    def __init__(self, state: Callable[[], dict[str, float]]) -> None:
+    def __init__(self, state: Callable[[], dict[str, float | dict[str, float]]]) -> None:
         self._state = state
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[Metric]:
         values = self._state()
         for name, text in _STATE_HELP.items():
-            if name in values:
-                yield GaugeMetricFamily(name, text, value=values[name])
+            value = values.get(name)
+            if value is None:
+                continue
+            if isinstance(value, dict):
+                label = _STATE_LABEL[name]
+                family: GaugeMetricFamily | CounterMetricFamily = (
+                    CounterMetricFamily(name, text, labels=[label])
+                    if name.endswith("_total")
+                    else GaugeMetricFamily(name, text, labels=[label])
+                )
+                for key, number in sorted(value.items()):
+                    family.add_metric([key], number)
+                yield family
+            else:
+                yield GaugeMetricFamily(name, text, value=value)
 
 
 def _method_name(full: str) -> str:

@@ -2,7 +2,7 @@
 
 :func:`run` builds a :class:`~staycheck.server.app.StayCheckServer`, installs the signal
 handlers (SIGTERM and SIGINT stop gracefully: health turns NOT_SERVING first, in-flight
-calls finish; SIGHUP reloads the bundle), starts it, prints ``serving on HOST:PORT`` once
+calls finish; SIGHUP refreshes the repository), starts it, prints ``serving on HOST:PORT`` once
 ready (and the partner and metrics addresses), and waits for a stop signal. With
 ``workers > 1`` it hands over to the supervisor in ``staycheck.server.workers``, whose
 worker processes each call :func:`run_worker`.
@@ -63,7 +63,7 @@ def run(config: ServerConfig) -> int:
     _install_signals(server, done)  # before start: a signal while loading is handled too
     port = server.start()
     bundle = server.bundles.current
-    state = f"bundle version {bundle.version}" if bundle else "no valid bundle: NOT_SERVING"
+    state = f"risk areas version {bundle.version}" if bundle else "no valid risk areas: NOT_SERVING"
     host = config.listen.rsplit(":", 1)[0]
     tls = "TLS" if config.tls else "plaintext"
     say(f"serving on {host}:{port} ({tls}, {state})")
@@ -103,7 +103,9 @@ def run_worker(
 ) -> int:
     """One worker process of ``staycheck.server.workers``: like :func:`run`, sharing the port
     and (with a partner listener) the partner budgets ``shared_buckets``."""
-    server = StayCheckServer(config, reuse_port=True, shared_buckets=shared_buckets)
+    server = StayCheckServer(
+        config, reuse_port=True, shared_buckets=shared_buckets, worker_index=index
+    )
     done = threading.Event()
     _install_signals(server, done)
     server.start()

@@ -1,6 +1,6 @@
 """The gRPC servicers: they only translate.
 
-:class:`VerdictCore` holds what answering needs (bundle manager, signer, issuer, limits,
+:class:`VerdictCore` holds what answering needs (the risk areas in use, signer, issuer, limits,
 clock) and turns one itinerary message into one signed response, raising our own errors.
 It signs with the key the key store names for the call's ``now``: a scheduled key switch
 happens at its time, checked with one comparison per call (the store says until when its
@@ -29,7 +29,7 @@ from staycheck.geo.errors import InvalidInputError, UnavailableError
 from staycheck.geo.itinerary import ItineraryLimits, Status, Stay, validate
 from staycheck.geo.matching import evaluate
 from staycheck.server.binding_input import read_binding
-from staycheck.server.bundles import BundleSource
+from staycheck.server.bundles import RepositoryBundles
 from staycheck.server.errors import grpc_errors
 from staycheck.server.keystore import VerdictKeyStore
 from staycheck.server.pkcs11 import Pkcs11Signer
@@ -65,7 +65,7 @@ class VerdictCore:
     def __init__(
         self,
         *,
-        bundles: BundleSource,
+        bundles: RepositoryBundles,
         keys: VerdictKeyStore,
         issuer: str,
         clock: Callable[[], int],

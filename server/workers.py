@@ -6,9 +6,10 @@ does), makes sure the verdict key exists (so workers do not race to create it), 
 the workers before any gRPC object exists. Each worker builds its own server and index, and
 binds the same port; the kernel spreads *connections* across them (not calls: a client with
 one connection talks to one worker, so put a per-request balancer in front, or use many
-connections). Each worker watches the bundle file and the key index itself, so bundle
-reloads and key rotations reach every worker; SIGHUP and SIGTERM sent to the supervisor are
-forwarded. A worker that dies is restarted (at most once a second).
+connections). Each worker follows the repository (with TUF's trusted metadata of its own,
+``tuf-worker-N`` in the state dir) and watches the key index itself, so new publications and
+key rotations reach every worker; SIGHUP and SIGTERM sent to the supervisor are forwarded.
+A worker that dies is restarted (at most once a second).
 
 With a partner listener, the supervisor reads the partners file once and makes their token
 buckets in shared memory (:class:`~staycheck.server.partner_access.SharedBuckets`) before
@@ -88,7 +89,7 @@ def supervise(config: ServerConfig) -> int:
         pid = os.fork()
         if pid == 0:  # the worker
             # Not the supervisor's handlers: until the worker installs its own, SIGTERM and
-            # SIGINT end it and SIGHUP is ignored (it loads the bundle as it starts anyway).
+            # SIGINT end it and SIGHUP is ignored (it refreshes the repository as it starts).
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)

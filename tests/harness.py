@@ -2,9 +2,11 @@
 
 Two shapes, one set of files:
 
-- :func:`write_server_files` puts the authority's public key and a bundle in a folder and
-  names the state dir beside them; :meth:`ServerFiles.serve_args` is the matching
-  ``staycheck serve`` command line.
+- :func:`write_server_files` makes a health authority's TUF repository in a folder
+  (``staycheck.cli.repository.AuthorityRepository``, one department), publishes the risk
+  areas a test gives (:class:`Areas`) and copies the published repository to the folder the
+  server follows, as a web server would serve it; :meth:`ServerFiles.serve_args` is the
+  matching ``staycheck serve --repository DIR --trusted-root ROOT.json`` command line.
 - :func:`in_process` runs :class:`staycheck.server.StayCheckServer` in this process on
   127.0.0.1:0 (an injected clock, direct access to the server object).
 - :func:`spawn` runs a command (``staycheck serve ...`` or a launcher around it) as a
@@ -12,9 +14,14 @@ Two shapes, one set of files:
   then SIGKILL after a grace period. Its stdout lines are kept (and written to
   ``server.out``), its stderr goes to ``server.err``.
 
-Nothing here stands in for a component: the servers, keys and channels are real. This
-module imports no pytest, so ``bench/`` uses it too; a server that does not start raises
-:class:`ServerDidNotStart` with the tail of its stderr.
+Nothing here stands in for a component: the servers, keys, repository and channels are
+real. TUF checks metadata expiry against the real clock, while the in-process servers of
+the tests run on a clock the test moves (often days before today); the repository is
+therefore signed at ``max(real time, the test's clock)``: always fresh for TUF, and fresh
+for the server's own expiry check until the test moves its clock past
+``server.bundles.current.expires_at`` (the timestamp's expiry, 6 h after the publication).
+This module imports no pytest, so ``bench/`` uses it too; a server that does not start
+raises :class:`ServerDidNotStart` with the tail of its stderr.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import os
 import pathlib
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,7 +42,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from staycheck.trust.keys import Ed25519Signer
+from staycheck.cli.repository import AuthorityRepository
+from staycheck.geo.bundle import Policy
 
 _SCRIPT = pathlib.Path(sys.executable).parent / "staycheck"
 # The console script of the environment running the tests, else the module.
@@ -44,6 +53,8 @@ STAYCHECK: list[str] = (
 SERVING = re.compile(r"serving on (\[[^\]]+\]|[\w.-]+):(\d+)")
 # Settings that would reach a spawned server from the caller's environment.
 HERMETIC_PREFIXES = ("STAYCHECK_", "GRPC_", "AUDIT_")
+DEPARTMENT = "health"
+"""The one department of a test repository."""
 
 
 def free_port() -> int:
@@ -59,10 +70,30 @@ class ServerDidNotStart(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Areas:
+    """What a test publishes: one department's GeoJSON features and the matching policy."""
+
+    features: tuple[Mapping[str, Any], ...] = ()
+    policy: Policy = field(default_factory=Policy)
+
+    def collection(self) -> dict[str, Any]:
+        return {"type": "FeatureCollection", "features": list(self.features)}
+
+
+def signing_time(clock_now: int | None = None) -> int:
+    """When a test repository signs: never before the real time (TUF's clock) nor before
+    the test's clock (the server's)."""
+    return max(int(time.time()), clock_now or 0)
+
+
+@dataclass(frozen=True)
 class ServerFiles:
     root: pathlib.Path
-    bundle: pathlib.Path
-    authority_key: pathlib.Path
+    repository: AuthorityRepository
+    """The health authority's workspace (keys and the published repository)."""
+    served: pathlib.Path
+    """The folder the server follows: a copy of the published repository, as served."""
+    trusted_root: pathlib.Path
     state_dir: pathlib.Path
 
     def serve_args(
@@ -70,21 +101,69 @@ class ServerFiles:
     ) -> list[str]:
         """``staycheck serve`` with these files (without the program name)."""
         return [
-            "serve", "--listen", listen, "--bundle", str(self.bundle),
-            "--authority-key", str(self.authority_key), "--state-dir", str(self.state_dir),
+            "serve", "--listen", listen, "--repository", str(self.served),
+            "--trusted-root", str(self.trusted_root), "--state-dir", str(self.state_dir),
             "--issuer", issuer, "--log-level", log_level,
         ]  # fmt: skip
 
+    def publish(self, areas: Areas, *, now: int | None = None) -> None:
+        """The department publishes ``areas`` (and the authority their policy, if it
+        changed), signed at :func:`signing_time`, and the repository is served."""
+        at = signing_time(now)
+        repo = self.repository
+        if repo.policy().policy != areas.policy.to_proto():
+            repo.set_policy(areas.policy, now=at)
+        repo.publish_areas(DEPARTMENT, areas.collection(), now=at)
+        self.serve()
+
+    def refresh(self, *, now: int | None = None) -> None:
+        """The online key re-signs snapshot and timestamp, and the repository is served."""
+        self.repository.refresh(now=signing_time(now))
+        self.serve()
+
+    def snapshot_version(self) -> int:
+        """The version of the snapshot last published: what servers report as the risk-area
+        set's version."""
+        return next(r.version for r in self.repository.roles() if r.name == "snapshot")
+
+    def serve(self) -> None:
+        """Copy the published repository to :attr:`served` the way a careful upload does:
+        targets first, then metadata, ``timestamp.json`` last and by rename."""
+        src = self.repository.published
+        shutil.copytree(src / "targets", self.served / "targets", dirs_exist_ok=True)
+        metadata = self.served / "metadata"
+        metadata.mkdir(parents=True, exist_ok=True)
+        for path in sorted((src / "metadata").iterdir()):
+            if path.name != "timestamp.json":
+                shutil.copyfile(path, metadata / path.name)
+        tmp = metadata / ".timestamp.json.tmp"
+        shutil.copyfile(src / "metadata" / "timestamp.json", tmp)
+        tmp.replace(metadata / "timestamp.json")
+
 
 def write_server_files(
-    root: pathlib.Path, *, authority: Ed25519Signer, bundle: bytes | None
+    root: pathlib.Path, *, areas: Areas | None, now: int | None = None
 ) -> ServerFiles:
-    """``root``/authority.pub and, unless ``bundle`` is None, ``root``/bundle.cose."""
+    """A repository in ``root``/authority with one department, ``root``/root.json, and,
+    unless ``areas`` is None, ``areas`` published and served from ``root``/served (None:
+    nothing is served yet, so a server has no risk areas until :meth:`ServerFiles.publish`)."""
     root.mkdir(parents=True, exist_ok=True)
-    files = ServerFiles(root, root / "bundle.cose", root / "authority.pub", root / "state")
-    files.authority_key.write_bytes(authority.public_key.to_pem())
-    if bundle is not None:
-        files.bundle.write_bytes(bundle)
+    at = signing_time(now)
+    workspace = root / "authority"
+    if (workspace / "repository" / "metadata" / "1.root.json").exists():
+        repo = AuthorityRepository.open(workspace)  # a restart over the same files
+    else:
+        repo = AuthorityRepository(workspace)
+        policy = areas.policy if areas is not None else Policy()
+        # One key per offline role keeps a test quick; thresholds are tested elsewhere.
+        repo.create(now=at, policy=policy, root_keys=1, root_threshold=1, targets_keys=1,
+                    targets_threshold=1)  # fmt: skip
+        repo.add_department(DEPARTMENT, now=at)
+    files = ServerFiles(root, repo, root / "served", root / "root.json", root / "state")
+    files.served.mkdir(exist_ok=True)
+    files.trusted_root.write_bytes(repo.trusted_root())
+    if areas is not None:
+        files.publish(areas, now=at)
     return files
 
 
@@ -98,7 +177,6 @@ class InProcessServer:
     server: Any  # staycheck.server.StayCheckServer
     files: ServerFiles
     clock: Callable[[], int]
-    authority: Ed25519Signer
     client: Any  # staycheck.client.StayCheckClient
     new_client: Callable[..., Any]
     """Another public client (same credentials as ``client``); keyword arguments go to it."""
@@ -132,18 +210,25 @@ class InProcessServer:
         return PartnerClient(self.partner_target, credentials=self.pki.credentials(pair), **options)
 
     @property
-    def bundle_path(self) -> pathlib.Path:
-        return self.files.bundle
+    def repository(self) -> AuthorityRepository:
+        return self.files.repository
+
+    def snapshot_version(self) -> int:
+        return self.files.snapshot_version()
 
     @property
     def state_dir(self) -> pathlib.Path:
         return self.files.state_dir
 
-    def publish(self, data: bytes) -> Any:
-        """Write a bundle the documented way (temp file + rename) and reload now."""
-        tmp = self.root / ".bundle.tmp"
-        tmp.write_bytes(data)
-        tmp.replace(self.bundle_path)
+    def publish(self, areas: Areas) -> Any:
+        """Publish ``areas`` in the repository, serve it, and refresh now (the
+        ``ReloadResult``)."""
+        self.files.publish(areas, now=self.clock())
+        return self.server.reload_now()
+
+    def refresh(self) -> Any:
+        """Re-sign snapshot and timestamp (the online key's hourly job) and refresh now."""
+        self.files.refresh(now=self.clock())
         return self.server.reload_now()
 
 
@@ -151,8 +236,7 @@ class InProcessServer:
 def in_process(
     root: pathlib.Path,
     *,
-    authority: Ed25519Signer,
-    bundle: bytes | None,
+    areas: Areas | None,
     clock: Callable[[], int],
     issuer: str = "110000",
     pki: Any = None,
@@ -166,15 +250,15 @@ def in_process(
     from staycheck.client import StayCheckClient
     from staycheck.server import ServerConfig, StayCheckServer
 
-    files = write_server_files(root, authority=authority, bundle=bundle)
+    files = write_server_files(root, areas=areas, now=clock())
     channel_credentials = None
     if pki is not None:
         config.update(tls_cert_path=pki.cert_path, tls_key_path=pki.key_path)
         channel_credentials = pki.credentials()
     cfg = ServerConfig(
         listen="127.0.0.1:0",
-        bundle_path=files.bundle,
-        authority_key_path=files.authority_key,
+        repository=str(files.served),
+        trusted_root_path=files.trusted_root,
         state_dir=files.state_dir,
         issuer=issuer,
         **config,
@@ -191,7 +275,7 @@ def in_process(
 
     client = new_client()
     try:
-        yield InProcessServer(server, files, clock, authority, client, new_client, pki)
+        yield InProcessServer(server, files, clock, client, new_client, pki)
     finally:
         client.close()
         server.stop(grace=grace_s, drain=0)  # tests that drain say so themselves
@@ -358,8 +442,7 @@ def spawn(
 def serve_process(
     root: pathlib.Path,
     *,
-    authority: Ed25519Signer,
-    bundle: bytes,
+    areas: Areas,
     issuer: str = "110000",
     log_level: str = "info",
     extra_args: Sequence[str] = (),
@@ -371,7 +454,7 @@ def serve_process(
     its own (``root``/tmp, mode 0700). ``launcher`` replaces the program (e.g. ``[python,
     audited_serve.py]``); ``env`` is added to the environment; ``options`` go to
     :func:`spawn`."""
-    files = write_server_files(root, authority=authority, bundle=bundle)
+    files = write_server_files(root, areas=areas)
     (root / "tmp").mkdir(mode=0o700, exist_ok=True)
     program = list(launcher) if launcher is not None else STAYCHECK
     args = files.serve_args(issuer=issuer, log_level=log_level)

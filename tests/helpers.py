@@ -1,5 +1,6 @@
-"""Shared test helpers: fresh keys, signed bundles, itineraries, a controllable clock and a
-real server on 127.0.0.1:0. Expected values in tests come from SPEC.md, not from here."""
+"""Shared test helpers: risk areas to publish, itineraries, a controllable clock and a real
+server on 127.0.0.1:0 following a real TUF repository. Expected values in tests come from
+SPEC.md, not from here."""
 
 from __future__ import annotations
 
@@ -14,11 +15,10 @@ from google.protobuf import json_format
 from staycheck.cli.samples import feature, rfc3339, square
 from staycheck.geo.authoring import build_bundle
 from staycheck.geo.bundle import Policy
-from staycheck.trust.bundles import sign_bundle
-from staycheck.trust.keys import Ed25519Signer
+from staycheck.v1 import bundle_pb2
 from staycheck.v1 import verification_pb2 as pb
 
-from tests.harness import InProcessServer, in_process
+from tests.harness import Areas, InProcessServer, in_process
 
 DAY = 86400
 HOUR = 3600
@@ -88,39 +88,32 @@ def collection(*features: dict[str, Any]) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": list(features)}
 
 
-def signed_bundle(
-    signer: Ed25519Signer,
+def risk_areas(features: Sequence[dict[str, Any]], *, policy: Policy | None = None) -> Areas:
+    """What a test server's department publishes: these GeoJSON features, this policy."""
+    return Areas(tuple(features), policy or Policy())
+
+
+def spec_areas(*, now: int = NOW, policy: Policy | None = None) -> Areas:
+    """SPEC.md's bundle B: one high-risk 1 km square in 120100, active from now-5d."""
+    return risk_areas([square_feature(active_from=now - 5 * DAY)], policy=policy)
+
+
+def bundle_message(
     features: Sequence[dict[str, Any]],
     *,
     version: int = 1,
     issued_at: int = NOW - HOUR,
     expires_at: int = NOW + 2 * DAY,
     policy: Policy | None = None,
-) -> bytes:
-    msg = build_bundle(
+) -> bundle_pb2.RiskAreaBundle:
+    """The merged bundle message of ``features`` (for unit tests of matching, rendering and
+    diffs that need no repository)."""
+    return build_bundle(
         collection(*features),
         version=version,
         issued_at=issued_at,
         expires_at=expires_at,
         policy=policy or Policy(),
-    )
-    return sign_bundle(msg.SerializeToString(deterministic=True), signer)
-
-
-def spec_bundle(signer: Ed25519Signer, *, now: int = NOW, **kwargs: Any) -> bytes:
-    """SPEC.md's bundle B: one high-risk 1 km square in 120100, active from now-5d."""
-    return signed_bundle(signer, [square_feature(active_from=now - 5 * DAY)], **kwargs)
-
-
-def live_bundle(signer: Ed25519Signer, *, now: int, version: int = 1) -> bytes:
-    """SPEC.md's bundle B for a server on the real clock: issued a minute before ``now``,
-    expiring two days after it."""
-    return signed_bundle(
-        signer,
-        [square_feature(active_from=now - 5 * DAY)],
-        version=version,
-        issued_at=now - 60,
-        expires_at=now + 2 * DAY,
     )
 
 
@@ -151,16 +144,13 @@ RunningServer = InProcessServer
 @contextlib.contextmanager
 def running_server(
     root: pathlib.Path,
-    bundle: bytes | None,
+    areas: Areas | None,
     *,
-    authority: Ed25519Signer,
     clock: Clock | None = None,
     issuer: str = "110000",
     **config: Any,
 ) -> Iterator[InProcessServer]:
     """A real StayCheckServer on 127.0.0.1:0 with its own state dir under ``root``, on a
     clock the test moves."""
-    with in_process(
-        root, authority=authority, bundle=bundle, clock=clock or Clock(), issuer=issuer, **config
-    ) as s:
+    with in_process(root, areas=areas, clock=clock or Clock(), issuer=issuer, **config) as s:
         yield s

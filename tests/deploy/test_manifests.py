@@ -2,10 +2,13 @@
 
 Every YAML file under ``deploy/`` parses, and the fields that matter hold: gRPC probes on
 the container port asking the health service for names the server sets, a non-root
-read-only container without capabilities, resources, the verdict key Secret and the
-bundle mounted where the server's flags point, Services and the autoscaler aimed at the
-Deployment's pods, per-call round robin in Envoy with gRPC health checks, and a Dockerfile
-with a pinned base, a non-root user and the serving defaults. Where the tools are
+read-only container without capabilities, resources, the verdict key Secret and the TUF
+trusted root mounted where the server's flags point, the repository followed over HTTPS,
+the in-memory state dir and ``/tmp`` sized for what TUF keeps and downloads (and counted in
+the memory limit), egress only to the repository and the cluster DNS, Services and the
+autoscaler aimed at the Deployment's pods, per-call round robin in Envoy with gRPC health
+checks, and a Dockerfile with a pinned base, a non-root user and the serving defaults.
+Where the tools are
 installed, the manifests are also checked against the Kubernetes schemas
 (kubernetes-validate), the Envoy files against Envoy's own API (xds-protos) and the
 Dockerfile with hadolint.
@@ -21,6 +24,7 @@ limit API knows.
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import json
 import pathlib
 import pkgutil
@@ -31,14 +35,18 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 from staycheck.cli.main import build_parser
+from staycheck.client.repository import MAX_TARGET_BYTES
 from staycheck.server.config import KEYS, build_config
 from staycheck.server.partner_access import load_partners
 from staycheck.v1 import partner_pb2 as ppb
 from staycheck.v1 import verification_pb2 as pb
+from tuf.api.metadata import Metadata
+from tuf.api.serialization import DeserializationError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -222,13 +230,13 @@ def test_startup_probe_if_any_is_grpc_too():
         assert spec["grpc"].get("service", "") in HEALTH_NAMES
 
 
-def test_liveness_does_not_follow_the_bundle():
-    # An expired bundle must take a pod out of rotation (readiness), not restart it.
+def test_liveness_does_not_follow_the_risk_areas():
+    # An expired risk-area set must take a pod out of rotation (readiness), not restart it.
     assert _server()["livenessProbe"]["grpc"]["service"] == "staycheck.liveness"
 
 
 def test_readiness_follows_the_service_health():
-    # A pod whose bundle has expired reports NOT_SERVING and must leave the Services.
+    # A pod whose risk-area set has expired reports NOT_SERVING and must leave the Services.
     assert _server()["readinessProbe"]["grpc"].get("service", "") in HEALTH_NAMES
 
 
@@ -282,23 +290,103 @@ def test_state_dir_is_a_writable_per_pod_volume():
     assert "emptyDir" in _volume(pod, mount["name"])
 
 
-def test_bundle_and_authority_key_are_mounted_read_only_as_whole_directories():
+_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def _bytes(quantity: str | int) -> int:
+    """A Kubernetes memory quantity (``128Mi``, ``1G``, ``1048576``) in bytes."""
+    m = re.fullmatch(r"(\d+)([kMG]i?)?", str(quantity))
+    assert m, f"memory quantity {quantity!r}"
+    return int(m.group(1)) * _UNITS[m.group(2) or ""]
+
+
+def _memory_volumes(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, int]:
+    """The in-memory emptyDirs ``container`` mounts, by name, with their size limits."""
+    out = {}
+    for m in container.get("volumeMounts", []):
+        empty_dir = _volume(pod, m["name"]).get("emptyDir")
+        if empty_dir is not None and empty_dir.get("medium") == "Memory":
+            # Without a limit a tmpfs may grow to the whole pod's memory.
+            assert "sizeLimit" in empty_dir, m["name"]
+            out[m["name"]] = _bytes(empty_dir["sizeLimit"])
+    return out
+
+
+def test_state_dir_holds_tufs_metadata_and_the_cached_areas_files():
     pod = _pod()
     server = _server(pod)
-    for flag in ("--bundle", "--authority-key"):
-        path = _flag(server["args"], flag)
-        mount = _mount_for(server, path)
-        assert mount.get("readOnly") is True, flag
-        # subPath mounts never see a ConfigMap update; the file must sit in a directory mount.
-        assert "subPath" not in mount and "subPathExpr" not in mount, flag
-        volume = _volume(pod, mount["name"])
-        source = volume.get("configMap") or volume.get("secret") or volume.get("projected")
-        key = path[len(mount["mountPath"]) :].lstrip("/")
-        if "configMap" in volume:
-            cm = _one("ConfigMap", volume["configMap"]["name"])
-            assert key in {**cm.get("data", {}), **cm.get("binaryData", {})}, (flag, key)
-        else:
-            assert source is not None or "persistentVolumeClaim" in volume, flag
+    volume = _volume(pod, _mount_for(server, _flag(server["args"], "--state-dir"))["name"])
+    # In memory: the copied verdict key must never land on the node's disk.
+    assert volume["emptyDir"].get("medium") == "Memory"
+    # tuf/targets keeps the last file of each department (a target is at most
+    # MAX_TARGET_BYTES) beside TUF's metadata: room for one file at that cap and as much
+    # again for the other departments' files, the policy and the metadata.
+    assert _bytes(volume["emptyDir"]["sizeLimit"]) >= 2 * MAX_TARGET_BYTES
+
+
+def test_temp_dir_holds_one_download_of_the_largest_target():
+    # ngclient downloads each file to a temporary file in TMPDIR and checks its length and
+    # hash there before keeping it; one refresh runs at a time.
+    pod = _pod()
+    server = _server(pod)
+    env = {e["name"]: e.get("value") for e in server.get("env", [])}
+    tmp = env.get("TMPDIR") or "/tmp"
+    mount = _mount_for(server, tmp)
+    assert not mount.get("readOnly", False)
+    volume = _volume(pod, mount["name"])
+    assert "emptyDir" in volume
+    assert _bytes(volume["emptyDir"]["sizeLimit"]) >= MAX_TARGET_BYTES
+
+
+def test_memory_limit_holds_the_in_memory_volumes_and_leaves_the_process_its_request():
+    # A tmpfs's pages count as the container's memory: with both volumes full, the process
+    # must still have at least the memory it requests.
+    pod = _pod()
+    server = _server(pod)
+    resources = server["resources"]
+    volumes = _memory_volumes(pod, server)
+    assert volumes, "the state dir is in memory"
+    headroom = _bytes(resources["limits"]["memory"]) - sum(volumes.values())
+    assert headroom >= _bytes(resources["requests"]["memory"]), volumes
+
+
+def test_repository_is_followed_over_https():
+    # TUF checks every byte; over HTTPS nobody on the path can also read or alter which
+    # files each pod fetches. The egress rule is checked against this URL's port.
+    config = _server_config(_server()["args"])
+    url = urlsplit(config.repository)
+    assert url.scheme == "https" and url.hostname, config.repository
+
+
+def test_trusted_root_is_mounted_read_only_as_a_whole_directory_from_a_configmap():
+    pod = _pod()
+    server = _server(pod)
+    path = _flag(server["args"], "--trusted-root")
+    mount = _mount_for(server, path)
+    assert mount.get("readOnly") is True
+    # subPath mounts are never updated: a new pod must start from the root held now.
+    assert "subPath" not in mount and "subPathExpr" not in mount
+    volume = _volume(pod, mount["name"])
+    assert "configMap" in volume, volume
+    # No items remapping: the file the flag names is the ConfigMap's key of that name.
+    assert "items" not in volume["configMap"]
+    assert not volume["configMap"].get("optional", False)
+    cm = _one("ConfigMap", volume["configMap"]["name"])
+    key = path[len(mount["mountPath"]) :].lstrip("/")
+    assert key in {**cm.get("data", {}), **cm.get("binaryData", {})}, key
+
+
+def test_trusted_root_template_is_a_placeholder_that_tuf_refuses():
+    pod = _pod()
+    server = _server(pod)
+    path = _flag(server["args"], "--trusted-root")
+    mount = _mount_for(server, path)
+    cm = _one("ConfigMap", _volume(pod, mount["name"])["configMap"]["name"])
+    value = cm["data"][path[len(mount["mountPath"]) :].lstrip("/")]
+    assert "PLACEHOLDER" in value
+    # Left in place, every refresh is refused and no pod serves: it can trust nothing.
+    with pytest.raises(DeserializationError):
+        Metadata.from_bytes(value.encode())
 
 
 def test_verdict_key_comes_from_a_secret_copied_into_the_state_dir_before_the_server():
@@ -415,10 +503,46 @@ def test_autoscaler_targets_the_deployment_on_cpu():
 
 @pytest.mark.parametrize("kind", ["PodDisruptionBudget", "NetworkPolicy"])
 def test_other_selectors_match_the_pod_labels(kind):
+    assert _all(kind), kind
     for r in _all(kind):
         selector = r["spec"].get("selector") or r["spec"].get("podSelector")
         labels = selector["matchLabels"]
         assert labels and labels.items() <= _pod_labels().items(), r["metadata"]["name"]
+
+
+# The cluster DNS pods (CoreDNS keeps kube-dns's label) in kube-system, whose name label
+# Kubernetes sets on every namespace.
+CLUSTER_DNS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
+
+
+def test_egress_goes_only_to_the_repository_over_https_and_to_the_cluster_dns():
+    # Requests connect nowhere (SPEC.md); the refreshes need the repository, and DNS for
+    # its name. Nothing else may leave the pods.
+    (policy,) = _all("NetworkPolicy")
+    spec = policy["spec"]
+    assert "Egress" in spec["policyTypes"]
+    url = urlsplit(_flag(_server()["args"], "--repository"))
+    repository_port = url.port or 443
+    to_repository, to_dns = [], []
+    for rule in spec["egress"]:
+        # A rule without "to" allows every destination; one without "ports", every port.
+        assert rule.get("to") and rule.get("ports"), rule
+        assert not any("endPort" in p for p in rule["ports"]), rule
+        ports = {(p.get("protocol", "TCP"), p["port"]) for p in rule["ports"]}
+        if all(set(peer) == {"ipBlock"} for peer in rule["to"]):
+            for peer in rule["to"]:
+                # The repository's address(es): a host or a small block, not the internet.
+                assert ipaddress.ip_network(peer["ipBlock"]["cidr"]).num_addresses <= 256, peer
+            assert ports == {("TCP", repository_port)}, rule
+            to_repository.append(rule)
+        else:
+            assert rule["to"] == [CLUSTER_DNS], rule
+            assert ports == {("UDP", 53), ("TCP", 53)}, rule
+            to_dns.append(rule)
+    assert len(to_repository) == 1 and len(to_dns) == 1
 
 
 # --- Envoy ------------------------------------------------------------------------------
@@ -843,7 +967,7 @@ def test_dockerfile_adds_nothing_from_the_network():
             assert not re.search(r"(^|\s)(https?|git)://|(^|\s)git@", rest), rest
 
 
-def test_dockerfile_exposes_the_grpc_port_and_declares_the_volumes():
+def test_dockerfile_exposes_the_grpc_port_and_declares_the_state_dir_a_volume():
     _, stages = _dockerfile()
     final = stages[-1]
     exposed = {p.split("/")[0] for w, rest in final if w == "EXPOSE" for p in rest.split()}
@@ -852,17 +976,22 @@ def test_dockerfile_exposes_the_grpc_port_and_declares_the_volumes():
     for w, rest in final:
         if w == "VOLUME":
             volumes |= set(json.loads(rest) if rest.startswith("[") else rest.split())
-    assert {"/var/lib/staycheck", "/etc/staycheck"} <= volumes
+    config = _server_config(_exec_form(dict(final)["CMD"]))
+    assert str(config.state_dir) in volumes
+    # The trusted root is baked into an image built on this one, or mounted: under a
+    # declared volume, a build step writing it could be discarded.
+    root = pathlib.PurePosixPath(config.trusted_root_path)
+    assert not [v for v in volumes if root.is_relative_to(v)], volumes
 
 
-def test_dockerfile_serves_from_the_volumes_by_default():
+def test_dockerfile_follows_the_repository_over_https_by_default():
     _, stages = _dockerfile()
     final = dict(stages[-1])
     assert _exec_form(final["ENTRYPOINT"]) == ["staycheck"]
     config = _server_config(_exec_form(final["CMD"]))  # a configuration the server accepts
     assert str(config.state_dir) == "/var/lib/staycheck"
-    assert str(config.bundle_path).startswith("/etc/staycheck/")
-    assert str(config.authority_key_path).startswith("/etc/staycheck/")
+    assert urlsplit(config.repository).scheme == "https"
+    assert str(config.trusted_root_path).startswith("/etc/staycheck/")
     assert config.listen.rsplit(":", 1)[1] == str(GRPC_PORT)
 
 
@@ -870,7 +999,7 @@ def test_image_defaults_and_deployment_agree_on_paths():
     _, stages = _dockerfile()
     cmd = _exec_form(dict(stages[-1])["CMD"])
     deployment_args = _server()["args"]
-    for flag in ("--bundle", "--authority-key", "--state-dir", "--listen", "--metrics-listen"):
+    for flag in ("--trusted-root", "--state-dir", "--listen", "--metrics-listen"):
         assert _flag(cmd, flag) == _flag(deployment_args, flag), flag
 
 

@@ -24,11 +24,10 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from staycheck.geo.itinerary import Status
-from staycheck.trust.keys import Ed25519Signer
 from staycheck.v1 import verification_pb2 as pb
 from staycheck.v1 import verification_pb2_grpc as pb_grpc
 
-from tests.helpers import BJ_LAT, BJ_LON, DAY, HOUR, NOW, TJ_LAT, TJ_LON, spec_bundle
+from tests.helpers import BJ_LAT, BJ_LON, DAY, HOUR, NOW, TJ_LAT, TJ_LON, spec_areas
 from tests.privacy.serving import serve_subprocess, status_kb
 
 UNDECODABLE_DETAILS = "request: not a valid protobuf message for this method"
@@ -391,13 +390,9 @@ def test_memory_stays_bounded_under_oversized_requests(tmp_path):
     (1 MiB and 20 MiB, 8 at a time), then a gzip bomb (about 160 KiB on the wire, 160 MiB
     decompressed), stays below its RSS before them plus 128 MiB. It would not if the server
     read refused messages whole (several 20 MiB ones in flight) or decompressed the bomb."""
-    authority = Ed25519Signer.generate()
     now = int(time.time())
-    bundle = spec_bundle(authority, now=now, issued_at=now - HOUR, expires_at=now + DAY)
     small, big = oversized(1 << 20), oversized(20 << 20)
-    with serve_subprocess(
-        tmp_path / "srv", authority=authority, bundle=bundle, log_level="info"
-    ) as srv:
+    with serve_subprocess(tmp_path / "srv", areas=spec_areas(now=now), log_level="info") as srv:
         with grpc.insecure_channel(srv.target) as ch:
             stub = pb_grpc.ItineraryVerificationStub(ch)
             clean = pb.SubmitItineraryRequest(

@@ -37,8 +37,8 @@ from tests.helpers import (
     HOUR,
     Clock,
     itinerary,
-    live_bundle,
     running_server,
+    spec_areas,
     stay,
 )
 from tests.hsm.softhsm import SoftHsm
@@ -174,14 +174,13 @@ def test_a_token_holding_another_key_under_the_recorded_uri_does_not_sign(hsm, t
         sign_at(store, NOW)
 
 
-def test_the_cli_rotates_a_running_server_to_a_key_it_makes_on_the_token(hsm, tmp_path, authority):
+def test_the_cli_rotates_a_running_server_to_a_key_it_makes_on_the_token(hsm, tmp_path):
     t0 = int(time.time())
     clock = Clock(t0)
     first = hsm.keygen(label("verdict"))
     with running_server(
         tmp_path / "srv",
-        live_bundle(authority, now=t0),
-        authority=authority,
+        spec_areas(now=t0),
         clock=clock,
         reload_interval_s=59.0,
         key_publish_ahead_s=2 * HOUR,

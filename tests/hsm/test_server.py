@@ -30,7 +30,7 @@ from staycheck.trust.keys import key_id
 from staycheck.trust.verdict import decode_token
 
 from tests.harness import STAYCHECK, serve_process, spawn, write_server_files
-from tests.helpers import DAY, HOUR, TJ_LAT, TJ_LON, itinerary, live_bundle, stay
+from tests.helpers import DAY, HOUR, TJ_LAT, TJ_LON, itinerary, spec_areas, stay
 from tests.hsm.softhsm import SoftHsm, with_env
 
 ID_NUMBER = "11010519491231002X"
@@ -72,13 +72,12 @@ def raw_public(key: Any) -> bytes:
 
 
 @pytest.fixture
-def served(tmp_path: pathlib.Path, own_hsm: SoftHsm, authority: Any) -> Any:
+def served(tmp_path: pathlib.Path, own_hsm: SoftHsm) -> Any:
     uri = own_hsm.keygen("verdict-2026-12")  # pkcs11-tool --keypairgen EC:edwards25519
     now = int(time.time())
     with serve_process(
         tmp_path / "srv",
-        authority=authority,
-        bundle=live_bundle(authority, now=now),
+        areas=spec_areas(now=now),
         log_level="debug",
         extra_args=["--verdict-key", uri],
         env=own_hsm.env,
@@ -176,7 +175,7 @@ def test_a_token_that_goes_away_fails_closed_and_serves_again_when_back(
 
 @pytest.mark.parametrize("how", ["pin-source", "pin-value"])
 def test_a_wrong_pin_is_a_clear_error_and_no_pin_is_in_any_output(
-    tmp_path: pathlib.Path, own_hsm: SoftHsm, authority: Any, how: str
+    tmp_path: pathlib.Path, own_hsm: SoftHsm, how: str
 ):
     own_hsm.keygen("verdict")
     wrong = f"wrong-{os.urandom(4).hex()}"
@@ -185,9 +184,7 @@ def test_a_wrong_pin_is_a_clear_error_and_no_pin_is_in_any_output(
     uri = own_hsm.uri("verdict", pin="none") + (
         f"&pin-source=file:{pin_file}" if how == "pin-source" else f"&pin-value={wrong}"
     )
-    files = write_server_files(
-        tmp_path / "srv", authority=authority, bundle=live_bundle(authority, now=int(time.time()))
-    )
+    files = write_server_files(tmp_path / "srv", areas=spec_areas(now=int(time.time())))
     command = [*STAYCHECK, *files.serve_args(log_level="debug"), "--verdict-key", uri]
     r = subprocess.run(
         command, capture_output=True, text=True, timeout=60, env=with_env(own_hsm.env), cwd=tmp_path
@@ -202,8 +199,8 @@ def test_a_wrong_pin_is_a_clear_error_and_no_pin_is_in_any_output(
     # The configuration check shows the URI too, never with its PIN.
     toml = tmp_path / "serve.toml"
     toml.write_text(
-        f'listen = "127.0.0.1:0"\nbundle = "{files.bundle}"\n'
-        f'authority_key = "{files.authority_key}"\nstate_dir = "{files.state_dir}"\n'
+        f'listen = "127.0.0.1:0"\nrepository = "{files.served}"\n'
+        f'trusted_root = "{files.trusted_root}"\nstate_dir = "{files.state_dir}"\n'
         f'issuer = "110000"\nverdict_key = "{uri}"\n'
     )
     checked = cli("config", "check", str(toml), env=own_hsm.env, cwd=tmp_path)
@@ -214,17 +211,15 @@ def test_a_wrong_pin_is_a_clear_error_and_no_pin_is_in_any_output(
 
 
 def test_worker_processes_each_sign_with_the_recorded_token_key(
-    tmp_path: pathlib.Path, own_hsm: SoftHsm, authority: Any
+    tmp_path: pathlib.Path, own_hsm: SoftHsm
 ):
     """``--workers 2`` on a state dir that records a token key: the supervisor reads the
     index before forking and loads no PKCS#11 module; each worker logs in itself."""
     uri = own_hsm.keygen("verdict")
     now = int(time.time())
-    bundle = live_bundle(authority, now=now)
     with serve_process(
         tmp_path / "first",
-        authority=authority,
-        bundle=bundle,
+        areas=spec_areas(now=now),
         extra_args=["--verdict-key", uri],
         env=own_hsm.env,
     ) as first:

@@ -110,8 +110,8 @@ def test_the_pin_file_is_read_at_login_without_its_newline(tmp_path):
 def test_the_configuration_shows_the_verdict_key_without_its_pin(tmp_path):
     flags = {
         "listen": "127.0.0.1:0",
-        "bundle": str(tmp_path / "b"),
-        "authority_key": "a.pub",
+        "repository": str(tmp_path / "repository"),
+        "trusted_root": str(tmp_path / "root.json"),
         "state_dir": str(tmp_path / "s"),
         "issuer": "110000",
         "verdict_key": f"pkcs11:object=k?module-path={MODULE}&pin-value={SECRET}",

@@ -17,10 +17,9 @@ from typing import Any
 import grpc
 from staycheck.cli import certs
 from staycheck.client.client import tls_credentials
-from staycheck.trust.keys import Ed25519Signer
 from staycheck.v1 import partner_pb2_grpc as ppb_grpc
 
-from tests.harness import InProcessServer, in_process
+from tests.harness import Areas, InProcessServer, in_process
 from tests.helpers import Clock
 
 ALL_METHODS = ("VerifyVerdict", "VerifyVerdicts", "SubmitItineraries")
@@ -132,16 +131,16 @@ def tls_server(
     root: pathlib.Path,
     *,
     pki: Pki,
-    authority: Ed25519Signer,
-    bundle: bytes,
+    areas: Areas,
     partners: Sequence[PartnerEntry] | None = None,
     clock: Clock | None = None,
     issuer: str = "110000",
     monotonic: FakeMonotonic | None = None,
     **config: Any,
 ) -> Iterator[InProcessServer]:
-    """A real StayCheckServer on 127.0.0.1:0: TLS on the public listener and, when
-    ``partners`` is given, the mutual-TLS partner listener on 127.0.0.1:0 as well."""
+    """A real StayCheckServer on 127.0.0.1:0 following a repository that publishes
+    ``areas``: TLS on the public listener and, when ``partners`` is given, the mutual-TLS
+    partner listener on 127.0.0.1:0 as well."""
     if partners is not None:
         root.mkdir(parents=True, exist_ok=True)
         config.setdefault("partner_ca_path", pki.ca_path)
@@ -151,8 +150,7 @@ def tls_server(
         )
     with in_process(
         root,
-        authority=authority,
-        bundle=bundle,
+        areas=areas,
         clock=clock or Clock(),
         issuer=issuer,
         pki=pki,

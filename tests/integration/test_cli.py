@@ -1,9 +1,12 @@
 """The ``staycheck`` command line, driven as subprocesses exactly as issue 2 lists it.
 
-Everything lives in pytest's tmp dirs; the CLI reads the real clock, so itineraries and
-bundles are placed relative to the real ``now``. Servers listen on 127.0.0.1:0 and are
-always terminated at teardown. Expected values come from SPEC.md and the issue's CLI
-contract: exit 0 success, 1 a refusal, 2 a usage or input error.
+Everything lives in pytest's tmp dirs; the CLI reads the real clock, so itineraries and risk
+areas are placed relative to the real ``now``. A server follows a TUF repository made in
+the test (``tests.harness.write_server_files``, or ``staycheck authority repo`` where the
+test is about those commands); the risk-area version it reports is the snapshot version of
+that repository. Servers listen on 127.0.0.1:0 and are always terminated at teardown.
+Expected values come from SPEC.md and the issue's CLI contract: exit 0 success, 1 a
+refusal, 2 a usage or input error.
 """
 
 from __future__ import annotations
@@ -16,24 +19,23 @@ import json
 import os
 import pathlib
 import re
-import shutil
 import signal
 import socket
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from staycheck.cli.samples import feature, rfc3339, square
+from staycheck.server.follower import RepositoryFollower
 from staycheck.trust import base45
-from staycheck.trust.keys import Ed25519Signer
 
 from tests import harness
-from tests.harness import ServerFiles, free_port
-from tests.helpers import spec_bundle
+from tests.harness import Areas, ServerFiles, free_port, write_server_files
+from tests.helpers import risk_areas
 from tests.integration.partner_helpers import make_pki, tls_server
 
 DAY = 86400
@@ -43,6 +45,7 @@ SUBJECT_ID = "11010519491231002X"  # made up; hashed on the client, never sent
 # City centres from shared/data/jjj_cities.json.
 TJ = (39.1256, 117.1902)
 BJ = (39.9042, 116.4074)
+LF = (39.5375, 116.6837)
 # 5 km north of the square's centre, i.e. 4.5 km outside its edge.
 TJ_5KM_NORTH = (TJ[0] + 5000 / 111_320, TJ[1])
 BASE45 = re.compile(r"[0-9A-Z $%*+\-./:]+")
@@ -86,84 +89,27 @@ def write_itinerary(path: pathlib.Path, *stays: dict[str, Any]) -> pathlib.Path:
     return write_json(path, {"stays": list(stays)})
 
 
+def collection(*features: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "FeatureCollection", "features": list(features)}
+
+
+def high_square(
+    area_id: str, centre: tuple[float, float], city: str, now: int, level: str = "high"
+) -> dict[str, Any]:
+    return feature(area_id, city, level, square(*centre, 1000), active_from=now - 5 * DAY)
+
+
 def spec_areas(now: int) -> dict[str, Any]:
     """SPEC.md's B: one high-risk 1 km square in 120100 (Tianjin), active from now-5d."""
-    return {
-        "type": "FeatureCollection",
-        "features": [
-            feature("TJ-B", "120100", "high", square(*TJ, 1000), active_from=now - 5 * DAY)
-        ],
-    }
+    return collection(high_square("TJ-B", TJ, "120100", now))
 
 
-EMPTY_AREAS: dict[str, Any] = {"type": "FeatureCollection", "features": []}
+def spec_risk_areas(now: int) -> Areas:
+    """SPEC.md's B as a test repository's department publishes it."""
+    return risk_areas(spec_areas(now)["features"])
 
 
-@dataclass(frozen=True)
-class Authority:
-    private: pathlib.Path
-    public: pathlib.Path
-
-
-def keygen(root: pathlib.Path) -> Authority:
-    root.mkdir(parents=True, exist_ok=True)
-    a = Authority(root / "authority.key", root / "authority.pub")
-    r = run("authority", "keygen", "--private", a.private, "--public", a.public)
-    assert r.returncode == 0, r.stderr
-    return a
-
-
-def sign(
-    areas: pathlib.Path,
-    out: pathlib.Path,
-    authority: Authority,
-    *,
-    version: int,
-    expires: int,
-    extra: tuple[str, ...] = (),
-) -> subprocess.CompletedProcess[str]:
-    return run(
-        "authority",
-        "sign",
-        "--areas",
-        areas,
-        "--version",
-        str(version),
-        "--expires",
-        rfc3339(expires),
-        "--key",
-        authority.private,
-        "--out",
-        out,
-        *extra,
-    )
-
-
-def signed(
-    root: pathlib.Path,
-    name: str,
-    areas: dict[str, Any],
-    authority: Authority,
-    *,
-    version: int,
-    expires: int,
-) -> pathlib.Path:
-    areas_path = write_json(root / f"{name}.geojson", areas)
-    out = root / f"{name}.cose"
-    r = sign(areas_path, out, authority, version=version, expires=expires)
-    assert r.returncode == 0, r.stderr
-    return out
-
-
-def publish(src: pathlib.Path, bundle: pathlib.Path) -> None:
-    """Publish the documented way: a temp file in the same folder renamed over the old one."""
-    tmp = bundle.with_name(f".{bundle.name}.publishing")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, bundle)
-
-
-def inspect(bundle: pathlib.Path, key: pathlib.Path) -> subprocess.CompletedProcess[str]:
-    return run("authority", "inspect", bundle, "--authority-key", key)
+NO_AREAS = risk_areas([])
 
 
 def one_line_refusal(r: subprocess.CompletedProcess[str]) -> str:
@@ -184,6 +130,26 @@ def poll(fn: Callable[[], Any], done: Callable[[Any], bool], *, timeout: float) 
         time.sleep(0.2)
 
 
+def timestamp_expiry(files: ServerFiles) -> int:
+    """When the published set expires: its timestamp role's expiry (the earliest)."""
+    return next(r.expires for r in files.repository.roles() if r.name == "timestamp")
+
+
+def served_metadata(files: ServerFiles) -> dict[str, bytes]:
+    """Every metadata file the server's folder holds now (to put back later: a rollback)."""
+    return {p.name: p.read_bytes() for p in (files.served / "metadata").iterdir()}
+
+
+def put_back(files: ServerFiles, metadata: dict[str, bytes]) -> None:
+    """Serve older metadata again, the way a mirror that went back in time would:
+    ``timestamp.json`` last, by rename."""
+    folder = files.served / "metadata"
+    for name, data in sorted(metadata.items(), key=lambda item: item[0] == "timestamp.json"):
+        tmp = folder / f".{name}.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(folder / name)
+
+
 # --- the server as a subprocess -----------------------------------------------------------
 
 
@@ -193,6 +159,7 @@ class Served:
     port: int
     banner: str
     log: pathlib.Path
+    files: ServerFiles
 
     @property
     def target(self) -> str:
@@ -223,22 +190,24 @@ class Served:
 
 @contextlib.contextmanager
 def serving(
-    root: pathlib.Path,
+    files: ServerFiles,
     *,
-    bundle: pathlib.Path,
-    authority_key: pathlib.Path,
-    state_dir: pathlib.Path,
     issuer: str = ISSUER,
     log_level: str = "info",
+    extra: Sequence[str] = (),
     name: str = "serve",
 ) -> Iterator[Served]:
-    """``staycheck serve`` on 127.0.0.1:0 (tests/harness.py); waits for its ``serving on``
-    line; always ends it. Each run keeps its own stderr log."""
-    files = ServerFiles(root, bundle, authority_key, state_dir)
-    run_dir = root / f"{name}.{time.monotonic_ns()}"
-    command = [*harness.STAYCHECK, *files.serve_args(issuer=issuer, log_level=log_level)]
+    """``staycheck serve --repository DIR --trusted-root ROOT.json`` over ``files`` on
+    127.0.0.1:0 (tests/harness.py); waits for its ``serving on`` line; always ends it. Each
+    run keeps its own stderr log."""
+    run_dir = files.root / f"{name}.{time.monotonic_ns()}"
+    command = [
+        *harness.STAYCHECK,
+        *files.serve_args(issuer=issuer, log_level=log_level),
+        *extra,
+    ]
     with harness.spawn(command, run_dir, start_timeout_s=20) as p:
-        yield Served(p.proc, p.port, p.banner, p.stderr_path)
+        yield Served(p.proc, p.port, p.banner, p.stderr_path, files)
 
 
 # --- fixtures -----------------------------------------------------------------------------
@@ -255,30 +224,11 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 
 @pytest.fixture(scope="module")
-def authority(home: pathlib.Path) -> Authority:
-    return keygen(home / "authority")
-
-
-@pytest.fixture(scope="module")
-def bundle_v1(home: pathlib.Path, authority: Authority, now: int) -> pathlib.Path:
-    """SPEC.md's bundle B, version 1, expiring in 2 days, default policy."""
-    return signed(home, "b-v1", spec_areas(now), authority, version=1, expires=now + 2 * DAY)
-
-
-@pytest.fixture(scope="module")
-def main_server(home: pathlib.Path, authority: Authority, bundle_v1: pathlib.Path):
-    """One server for the read-only flows, at debug level so its log can be checked."""
-    root = home / "main"
-    root.mkdir()
-    bundle = root / "bundle.cose"
-    shutil.copyfile(bundle_v1, bundle)
-    with serving(
-        root,
-        bundle=bundle,
-        authority_key=authority.public,
-        state_dir=root / "state",
-        log_level="debug",
-    ) as s:
+def main_server(home: pathlib.Path, now: int) -> Iterator[Served]:
+    """One server for the read-only flows, following a repository that publishes SPEC.md's
+    area B with the default policy, at debug level so its log can be checked."""
+    files = write_server_files(home / "main", areas=spec_risk_areas(now))
+    with serving(files, log_level="debug") as s:
         yield s
 
 
@@ -346,58 +296,170 @@ def test_keygen_into_a_missing_folder_is_a_clean_input_error(tmp_path):
     assert not (tmp_path / "a.pub").exists()
 
 
-# --- authority sign and inspect -----------------------------------------------------------
+# --- authority repo: render, diff, policy, publish ----------------------------------------
+# (create, add-department, publish, refresh and inspect end to end, read by a follower:
+# tests/integration/test_tuf_repository.py)
 
 
-def test_inspect_shows_version_area_count_default_policy_and_digest(authority, bundle_v1, now):
-    r = inspect(bundle_v1, authority.public)
+def repo(ws: pathlib.Path, *args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
+    return run("authority", "repo", *args, "--workspace", ws, timeout=60)
+
+
+def repo_ok(ws: pathlib.Path, *args: str | os.PathLike[str]) -> str:
+    r = repo(ws, *args)
     assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
-    assert out["version"] == 1
-    assert out["area_count"] == 1
-    policy = out["policy"]
-    # SPEC.md's defaults: a 14-day window, 4 hours, medium and high flagged, tolerance 0.
-    assert policy["window_days"] == 14
-    assert policy["min_stay_hours"] == 4
-    assert {lv.lower() for lv in policy["flagged_levels"]} == {"medium", "high"}
-    assert policy["tolerance_m"] == 0
-    assert out["sha256"] == hashlib.sha256(bundle_v1.read_bytes()).hexdigest()
-    assert abs(parse_time(out["expires_at"]) - (now + 2 * DAY)) <= 1
-    assert now - 60 <= parse_time(out["issued_at"]) <= int(time.time()) + 1
+    return r.stdout
 
 
-def test_sign_optional_policy_flags_are_in_the_bundle(tmp_path, authority, now):
-    areas = write_json(tmp_path / "areas.geojson", spec_areas(now))
-    out = tmp_path / "b.cose"
-    r = sign(
-        areas,
-        out,
-        authority,
-        version=7,
-        expires=now + 2 * DAY,
-        extra=(
-            "--window-days",
-            "10",
-            "--min-stay-hours",
-            "2.5",
-            "--tolerance-m",
-            "25",
-            "--flag-levels",
-            "high",
+def role_versions(ws: pathlib.Path) -> dict[str, int]:
+    return {r["role"]: r["version"] for r in json.loads(repo_ok(ws, "inspect"))["roles"]}
+
+
+def published_metadata(ws: pathlib.Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (ws / "repository" / "metadata").iterdir()}
+
+
+def what_servers_read(ws: pathlib.Path, state: pathlib.Path) -> Any:
+    """The merged risk-area bundle a server following the workspace's repository gets."""
+    root = (ws / "repository" / "metadata" / "1.root.json").read_bytes()
+    follower = RepositoryFollower(state, str(ws / "repository"), trusted_root=root)
+    return follower.refresh(now=int(time.time())).bundle
+
+
+def _area_ids(svg: pathlib.Path) -> list[str]:
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(svg.read_text(encoding="utf-8"))
+    return sorted(e.get("data-area-id", "") for e in root.iter() if e.get("data-area-id"))
+
+
+POLICE_TJ2 = (TJ[0] + 0.05, TJ[1])  # about 5.5 km north of tj-1
+
+
+@pytest.fixture(scope="module")
+def two_departments(home: pathlib.Path, now: int) -> pathlib.Path:
+    """A workspace made with the CLI: police publishes tj-1 (high) and tj-2 (medium) in
+    Tianjin, health publishes lf-1 (high) in Langfang. The tests using it only read it."""
+    ws = home / "two-departments"
+    repo_ok(ws, "create")
+    repo_ok(ws, "add-department", "police")
+    repo_ok(ws, "add-department", "health")
+    police = write_json(
+        home / "police.geojson",
+        collection(
+            high_square("tj-1", TJ, "120100", now),
+            high_square("tj-2", POLICE_TJ2, "120100", now, level="medium"),
         ),
     )
-    assert r.returncode == 0, r.stderr
-    info = inspect(out, authority.public)
-    assert info.returncode == 0, info.stderr
-    got = json.loads(info.stdout)
-    assert got["version"] == 7
-    assert got["policy"]["window_days"] == 10
-    assert got["policy"]["min_stay_hours"] == 2.5
-    assert got["policy"]["tolerance_m"] == 25
-    assert [lv.lower() for lv in got["policy"]["flagged_levels"]] == ["high"]
+    health = write_json(home / "health.geojson", collection(high_square("lf-1", LF, "131000", now)))
+    repo_ok(ws, "publish", "police", "--areas", police)
+    repo_ok(ws, "publish", "health", "--areas", health)
+    return ws
 
 
-def test_sign_refuses_self_intersecting_polygon_naming_the_feature(tmp_path, authority, now):
+def test_repo_render_draws_every_departments_areas(tmp_path, two_departments):
+    out = repo_ok(two_departments, "render", "--out", tmp_path / "map.svg")
+    # Ids as servers merge them: each prefixed with its department.
+    assert _area_ids(tmp_path / "map.svg") == ["health/lf-1", "police/tj-1", "police/tj-2"]
+    # SPEC: the risk-area version is the repository snapshot's.
+    assert f"risk areas version {role_versions(two_departments)['snapshot']}" in out
+
+
+@pytest.mark.parametrize(
+    ("department", "ids"),
+    [("police", ["police/tj-1", "police/tj-2"]), ("health", ["health/lf-1"])],
+)
+def test_repo_render_of_one_department_draws_its_areas_only(
+    tmp_path, two_departments, department, ids
+):
+    svg = tmp_path / "map.svg"
+    out = repo_ok(two_departments, "render", "--department", department, "--out", svg)
+    assert _area_ids(svg) == ids
+    assert f"department {department}" in out
+
+
+def test_repo_render_of_an_unknown_department_is_refused(tmp_path, two_departments):
+    r = repo(two_departments, "render", "--department", "rail", "--out", tmp_path / "map.svg")
+    assert r.returncode != 0
+    assert "rail" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "map.svg").exists()
+
+
+def test_repo_diff_lists_what_publishing_would_change_and_publishes_nothing(
+    tmp_path, two_departments, now
+):
+    """police's new file: tj-1 down to medium, tj-2 gone, tj-3 new (ids as the department
+    writes them); health's area is not police's business."""
+    new = write_json(
+        tmp_path / "police-new.geojson",
+        collection(
+            high_square("tj-1", TJ, "120100", now, level="medium"),
+            high_square("tj-3", (TJ[0] - 0.05, TJ[1]), "120100", now),
+        ),
+    )
+    versions, metadata = role_versions(two_departments), published_metadata(two_departments)
+    out = repo_ok(two_departments, "diff", "police", "--areas", new)
+    lines = out.splitlines()
+    assert lines == [
+        "+ added     tj-3",
+        "- removed   tj-2",
+        "~ level     tj-1: high -> medium",
+        "1 added, 1 removed, 1 level, 0 window, 0 geometry, 0 city, 0 policy changed; 0 unchanged",
+    ]
+    assert "lf-1" not in out
+    # Nothing was published: the same metadata, the same versions.
+    assert published_metadata(two_departments) == metadata
+    assert role_versions(two_departments) == versions
+
+
+@pytest.mark.parametrize(
+    ("department", "text", "needle"),
+    [
+        ("rail", None, "department rail"),
+        ("police", '{"type": "FeatureCollection", "features": [', "--areas"),
+        ("police", "bad level", "features[0] (id tj-1).level"),
+    ],
+    ids=["unknown department", "not JSON", "invalid feature"],
+)
+def test_repo_diff_refuses_a_mistake_naming_it(
+    tmp_path, two_departments, now, department, text, needle
+):
+    areas = tmp_path / "new.geojson"
+    if text == "bad level":
+        write_json(areas, collection(high_square("tj-1", TJ, "120100", now, level="severe")))
+    elif text is None:
+        write_json(areas, collection(high_square("tj-1", TJ, "120100", now)))
+    else:
+        areas.write_text(text)
+    r = repo(two_departments, "diff", department, "--areas", areas)
+    assert r.returncode != 0
+    assert needle in r.stderr, r.stderr
+    assert r.stdout == "" and "Traceback" not in r.stderr
+
+
+def test_repo_policy_flags_reach_what_servers_read(tmp_path):
+    from staycheck.v1 import bundle_pb2
+
+    ws = tmp_path / "ws"
+    repo_ok(ws, "create")
+    policy = what_servers_read(ws, tmp_path / "state").policy
+    # SPEC.md's defaults: a 14-day window, 4 hours, medium and high flagged, tolerance 0.
+    assert (policy.window_days, policy.min_stay_seconds, policy.tolerance_m) == (14, 4 * HOUR, 0)
+    assert set(policy.flagged_levels) == {bundle_pb2.RISK_LEVEL_MEDIUM, bundle_pb2.RISK_LEVEL_HIGH}
+
+    repo_ok(
+        ws, "policy", "--window-days", "10", "--min-stay-hours", "2.5", "--tolerance-m", "25",
+        "--flag-levels", "high",
+    )  # fmt: skip
+    policy = what_servers_read(ws, tmp_path / "state").policy
+    assert (policy.window_days, policy.min_stay_seconds, policy.tolerance_m) == (10, 9000, 25)
+    assert list(policy.flagged_levels) == [bundle_pb2.RISK_LEVEL_HIGH]
+
+
+def test_repo_publish_refuses_a_self_intersecting_polygon_naming_the_feature(tmp_path, now):
+    ws = tmp_path / "ws"
+    repo_ok(ws, "create")
+    repo_ok(ws, "add-department", "police")
     lat, lon = TJ
     d = 0.01
     # A bow tie: the ring's edges cross in the middle.
@@ -410,72 +472,16 @@ def test_sign_refuses_self_intersecting_polygon_naming_the_feature(tmp_path, aut
             [lon - d, lat - d],
         ]
     ]
-    collection = spec_areas(now)
-    collection["features"].append(
+    areas = spec_areas(now)
+    areas["features"].append(
         feature("TJ-BOWTIE-7", "120100", "medium", bowtie, active_from=now - DAY)
     )
-    areas = write_json(tmp_path / "areas.geojson", collection)
-    out = tmp_path / "b.cose"
-    r = sign(areas, out, authority, version=1, expires=now + 2 * DAY)
+    before = role_versions(ws)
+    r = repo(ws, "publish", "police", "--areas", write_json(tmp_path / "areas.geojson", areas))
     assert r.returncode == 2
     assert "TJ-BOWTIE-7" in r.stderr
     assert "Traceback" not in r.stderr
-    assert not out.exists()
-
-
-def test_sign_into_a_missing_folder_is_a_clean_input_error(tmp_path, authority, now):
-    areas = write_json(tmp_path / "areas.geojson", spec_areas(now))
-    r = sign(areas, tmp_path / "missing" / "b.cose", authority, version=1, expires=now + DAY)
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    assert "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
-
-
-def test_sign_refuses_to_replace_a_bundle_without_force(tmp_path, authority, now):
-    """Like keygen: an existing file is replaced only when asked (issue 13)."""
-    areas = write_json(tmp_path / "areas.geojson", spec_areas(now))
-    out = tmp_path / "bundle.cose"
-    assert sign(areas, out, authority, version=1, expires=now + DAY).returncode == 0
-    first = out.read_bytes()
-    again = sign(areas, out, authority, version=2, expires=now + DAY)
-    assert again.returncode == 2
-    assert "--force" in again.stderr and "Traceback" not in again.stderr
-    assert out.read_bytes() == first
-    forced = sign(areas, out, authority, version=2, expires=now + DAY, extra=("--force",))
-    assert forced.returncode == 0, forced.stderr
-    assert out.read_bytes() != first
-
-
-def test_diff_flags_a_version_that_goes_down(tmp_path, authority, now):
-    """A server refuses a lower version (docs/rules.md); diff says so (issue 13)."""
-    v2 = signed(tmp_path, "v2", spec_areas(now), authority, version=2, expires=now + DAY)
-    v1 = signed(tmp_path, "v1", spec_areas(now), authority, version=1, expires=now + DAY)
-    down = run("authority", "diff", v2, v1, "--authority-key", authority.public)
-    assert down.returncode == 0, down.stderr
-    assert "! version goes down" in down.stdout
-    up = run("authority", "diff", v1, v2, "--authority-key", authority.public)
-    assert "! version" not in up.stdout
-
-
-def test_inspect_refuses_a_bundle_signed_by_another_authority(tmp_path, bundle_v1):
-    other = keygen(tmp_path / "other")
-    r = inspect(bundle_v1, other.public)
-    assert r.returncode != 0
-    assert r.stdout == ""
-    assert "Traceback" not in r.stderr
-
-
-@pytest.mark.parametrize("where", ["early", "middle", "last"])
-def test_inspect_refuses_a_tampered_byte(tmp_path, authority, bundle_v1, where):
-    data = bytearray(bundle_v1.read_bytes())
-    i = {"early": 3, "middle": len(data) // 2, "last": len(data) - 1}[where]
-    data[i] ^= 0x01
-    tampered = tmp_path / "tampered.cose"
-    tampered.write_bytes(bytes(data))
-    r = inspect(tampered, authority.public)
-    assert r.returncode != 0
-    assert r.stdout == ""
-    assert "Traceback" not in r.stderr
+    assert role_versions(ws) == before  # nothing published
 
 
 # --- serve + submit: SPEC.md's example cases ----------------------------------------------
@@ -528,8 +534,10 @@ SPEC_CASE_IDS = [
 ]
 
 
-def test_serve_banner_names_the_bundle_version(main_server):
+def test_serve_banner_names_the_risk_area_version(main_server):
     assert main_server.banner.startswith("serving on 127.0.0.1:")
+    # SPEC: the risk-area version is the snapshot version of the repository followed.
+    assert f"risk areas version {main_server.files.snapshot_version()}" in main_server.banner
     assert main_server.proc.poll() is None
 
 
@@ -589,7 +597,8 @@ def lines_of(r: subprocess.CompletedProcess[str]) -> dict[str, str]:
     return out
 
 
-def test_verify_accepts_the_bearers_verdict(main_jwks, bound_verdict, now):
+def test_verify_accepts_the_bearers_verdict(main_server, main_jwks, bound_verdict, now):
+    version = main_server.files.snapshot_version()
     r = verify(
         bound_verdict["presentation"],
         "--keys",
@@ -597,20 +606,20 @@ def test_verify_accepts_the_bearers_verdict(main_jwks, bound_verdict, now):
         "--subject-id",
         SUBJECT_ID.lower(),  # the check character x may be written either way
         "--min-riskset-version",
-        "1",
+        str(version),
     )
     out = lines_of(r)
     assert out["status"] == "弹窗 REVIEW_REQUIRED"
     assert out["binding"] == "checked"
     assert out["issuer"] == ISSUER
-    assert out["risk-area version"] == "1"
+    assert out["risk-area version"] == str(version)
     iat, exp = parse_time(out["issued at"]), parse_time(out["expires at"])
     # iat is rounded to a coarse bucket: minutes, never seconds.
     assert iat % 60 == 0
     assert now - 15 * 60 <= iat <= int(time.time())
-    # At most 24 h, never past the bundle's expiry (now + 2 d).
-    assert iat < exp <= iat + 24 * HOUR
-    assert exp <= now + 2 * DAY
+    # 24 h at most, never past the risk areas' expiry (their timestamp's, 6 h after
+    # publication).
+    assert exp == min(iat + 24 * HOUR, timestamp_expiry(main_server.files))
 
 
 def test_verify_json_says_what_was_checked(main_jwks, bound_verdict):
@@ -688,19 +697,25 @@ def test_verify_usage_errors(main_jwks, bound_verdict, extra, needle):
     assert needle in r.stderr
 
 
-def test_verify_warns_when_the_key_set_is_older_than_its_refresh_interval(main_jwks, bound_verdict):
+def test_verify_warns_when_the_key_set_is_older_than_its_refresh_interval(tmp_path, main_jwks, now):
     """The key set says how often to fetch it (6 h by default); a new key is published 24 h
-    before it signs, so a verifier that keeps to the interval never meets an unknown key."""
-    jwks = json.loads(main_jwks.read_text())
-    assert jwks["refresh_interval_s"] == 6 * HOUR
-    fresh = verify(bound_verdict["presentation"], "--keys", main_jwks, "--no-binding-check")
+    before it signs, so a verifier that keeps to the interval never meets an unknown key.
+    A verdict ends with the risk areas it was made with (6 h after their publication, when
+    their timestamp expires), so the late check is made with a server that asks for hourly
+    fetches."""
+    assert json.loads(main_jwks.read_text())["refresh_interval_s"] == 6 * HOUR
+    files = write_server_files(tmp_path / "hourly", areas=spec_risk_areas(now))
+    it = write_itinerary(tmp_path / "it.json", stay("110100", now - 14 * DAY, now, BJ))
+    with serving(files, extra=("--key-refresh-interval-s", str(HOUR))) as s:
+        jwks = s.keys(tmp_path / "jwks.json")
+        presentation = s.submit_ok(it)["presentation"]
+    assert jwks["refresh_interval_s"] == HOUR
+    fresh = verify(presentation, "--keys", tmp_path / "jwks.json")
     assert fresh.returncode == 0 and fresh.stderr == ""
-    late = jwks["published_at"] + 7 * HOUR
-    r = verify(
-        bound_verdict["presentation"], "--keys", main_jwks, "--no-binding-check", "--at", str(late)
-    )
+    late = jwks["published_at"] + 2 * HOUR  # the verdict is still valid then
+    r = verify(presentation, "--keys", tmp_path / "jwks.json", "--at", str(late))
     assert r.returncode == 0, r.stderr  # a warning, not a refusal
-    assert "warning" in r.stderr and "every 6 h" in r.stderr and "staycheck keys" in r.stderr
+    assert "warning" in r.stderr and "every 1 h" in r.stderr and "staycheck keys" in r.stderr
 
 
 # --- the QR code: submit --qr, verify --qr ---------------------------------------------------
@@ -767,14 +782,14 @@ def test_verify_qr_of_a_picture_without_a_code(tmp_path, main_jwks):
     assert r.returncode == 2  # the picture is bad input, not a refused verdict
 
 
-def test_verify_refuses_a_stale_riskset_version(main_jwks, bound_verdict):
+def test_verify_refuses_a_stale_riskset_version(main_server, main_jwks, bound_verdict):
     r = verify(
         bound_verdict["presentation"],
         "--keys",
         main_jwks,
         "--no-binding-check",
         "--min-riskset-version",
-        "2",
+        str(main_server.files.snapshot_version() + 1),
     )
     assert "stale" in one_line_refusal(r)
 
@@ -795,16 +810,12 @@ def test_verify_refuses_a_garbage_token_as_malformed(main_jwks):
     assert "malformed" in one_line_refusal(r)
 
 
-def test_verify_refuses_a_token_under_another_servers_keys(
-    tmp_path, authority, bundle_v1, bound_verdict
-):
-    bundle = tmp_path / "bundle.cose"
-    shutil.copyfile(bundle_v1, bundle)
-    with serving(
-        tmp_path, bundle=bundle, authority_key=authority.public, state_dir=tmp_path / "state"
-    ) as other:
+def test_verify_refuses_a_token_under_another_servers_keys(tmp_path, bound_verdict, now):
+    files = write_server_files(tmp_path / "other", areas=spec_risk_areas(now))
+    with serving(files) as other:
         other.keys(tmp_path / "other-jwks.json")
     r = verify(bound_verdict["presentation"], "--keys", tmp_path / "other-jwks.json")
+    assert "unknown key" in one_line_refusal(r)
     assert "unknown key" in one_line_refusal(r)
 
 
@@ -868,110 +879,104 @@ def test_server_log_holds_no_itinerary_bytes_at_debug_level(tmp_path, main_serve
         assert value not in log
 
 
-# --- reload, rollback, restart, SIGTERM ---------------------------------------------------
+# --- new publications, rollback, restart, SIGTERM -----------------------------------------
 
 
-def test_reload_adopts_a_newer_bundle_and_refuses_an_older_one(tmp_path, authority, bundle_v1, now):
-    bundle = tmp_path / "bundle.cose"
-    shutil.copyfile(bundle_v1, bundle)
+def test_a_publication_is_adopted_on_sighup_and_a_rollback_is_refused(tmp_path, now):
+    """The department publishes; SIGHUP makes the server refresh now (its own refresh is a
+    minute away). Older metadata served again is refused and the newest set keeps serving."""
+    files = write_server_files(tmp_path / "files", areas=spec_risk_areas(now))
     risky = write_itinerary(
         tmp_path / "risky.json", stay("120100", now - 3 * DAY, now - 3 * DAY + 6 * HOUR, TJ)
     )
-    v2 = signed(tmp_path, "v2", EMPTY_AREAS, authority, version=2, expires=now + 2 * DAY)
-    with serving(
-        tmp_path, bundle=bundle, authority_key=authority.public, state_dir=tmp_path / "state"
-    ) as s:
+    with serving(files) as s:
         first = s.submit_ok(risky)
-        assert (first["status"], first["riskset_version"]) == ("REVIEW_REQUIRED", 1)
+        assert (first["status"], first["riskset_version"]) == (
+            "REVIEW_REQUIRED",
+            files.snapshot_version(),
+        )
+        older = served_metadata(files)
 
-        publish(v2, bundle)
+        files.publish(NO_AREAS)
+        newest = files.snapshot_version()
+        assert newest > first["riskset_version"]
         s.proc.send_signal(signal.SIGHUP)
-        out = poll(lambda: s.submit_ok(risky), lambda o: o["riskset_version"] == 2, timeout=10)
-        assert out["riskset_version"] == 2, "version 2 not adopted within 10 s"
+        out = poll(lambda: s.submit_ok(risky), lambda o: o["riskset_version"] == newest, timeout=10)
+        assert out["riskset_version"] == newest, "the publication was not adopted within 10 s"
         assert out["status"] == "NO_ABNORMALITY"
 
-        # An older bundle is refused; version 2 stays in use.
+        # The older metadata back in the served folder: refused, the newest set stays.
         mark = len(s.log_text())
-        publish(bundle_v1, bundle)
+        put_back(files, older)
         s.proc.send_signal(signal.SIGHUP)
         poll(lambda: s.log_text()[mark:], lambda t: "refused" in t, timeout=10)
-        assert "refused" in s.log_text()[mark:], "the older bundle was not considered"
+        assert "refused" in s.log_text()[mark:], "the older metadata was not considered"
         out = s.submit_ok(risky)
-        assert (out["status"], out["riskset_version"]) == ("NO_ABNORMALITY", 2)
+        assert (out["status"], out["riskset_version"]) == ("NO_ABNORMALITY", newest)
         assert s.proc.poll() is None
 
         # The verdict says the same offline.
         s.keys(tmp_path / "jwks.json")
         r = run("verify", out["token"], "--keys", tmp_path / "jwks.json", "--json")
         assert r.returncode == 0, r.stderr
-        assert json.loads(r.stdout)["riskset_version"] == 2
+        assert json.loads(r.stdout)["riskset_version"] == newest
 
 
-def test_restart_cannot_roll_back_and_reuses_the_verdict_key(tmp_path, authority, bundle_v1, now):
-    bundle = tmp_path / "bundle.cose"
-    state = tmp_path / "state"
-    v2 = signed(tmp_path, "v2", spec_areas(now), authority, version=2, expires=now + 2 * DAY)
-    publish(v2, bundle)
+def test_restart_cannot_roll_back_and_reuses_the_verdict_key(tmp_path, now):
+    files = write_server_files(tmp_path / "files", areas=spec_risk_areas(now))
+    older = served_metadata(files)
+    files.publish(spec_risk_areas(now))  # the same areas, a newer snapshot
+    newest = files.snapshot_version()
     risky = write_itinerary(
         tmp_path / "risky.json", stay("120100", now - 3 * DAY, now - 3 * DAY + 6 * HOUR, TJ)
     )
-    with serving(tmp_path, bundle=bundle, authority_key=authority.public, state_dir=state) as s:
+    with serving(files) as s:
         out = s.submit_ok(risky)
-        assert (out["status"], out["riskset_version"]) == ("REVIEW_REQUIRED", 2)
+        assert (out["status"], out["riskset_version"]) == ("REVIEW_REQUIRED", newest)
         kids_before = {k["kid"] for k in s.keys(tmp_path / "jwks-1.json")["keys"]}
         assert s.stop(timeout=15) == 0
 
-    publish(bundle_v1, bundle)
-    with serving(tmp_path, bundle=bundle, authority_key=authority.public, state_dir=state) as s:
+    # The served folder went back in time while the server was down: TUF's trusted
+    # metadata in the state dir refuses it, so the restarted server serves nothing.
+    put_back(files, older)
+    with serving(files, extra=("--repository-refresh-s", "1")) as s:
         assert "serving on 127.0.0.1:" in s.banner
+        assert "no valid risk areas: NOT_SERVING" in s.banner
         r = s.submit(risky)
         assert r.returncode == 1
         assert "FAILED_PRECONDITION" in r.stderr
         kids_after = {k["kid"] for k in s.keys(tmp_path / "jwks-2.json")["keys"]}
         assert kids_after == kids_before
 
-        # Publishing version 2 again (the bundle in the floor) brings the service back; no
-        # SIGHUP this time: the file watcher must notice the change by itself.
-        publish(v2, bundle)
-        r = poll(lambda: s.submit(risky), lambda res: res.returncode == 0, timeout=10)
+        # A new publication brings the service back; no SIGHUP this time: the server's
+        # own refresh (every second here) must find it.
+        files.publish(spec_risk_areas(now))
+        r = poll(lambda: s.submit(risky), lambda res: res.returncode == 0, timeout=15)
         assert r.returncode == 0, r.stderr
         out = json.loads(r.stdout)
-        assert (out["status"], out["riskset_version"]) == ("REVIEW_REQUIRED", 2)
+        assert (out["status"], out["riskset_version"]) == (
+            "REVIEW_REQUIRED",
+            files.snapshot_version(),
+        )
+        assert out["riskset_version"] > newest
         # The key set published before the restart still verifies today's verdicts.
         r = run("verify", out["token"], "--keys", tmp_path / "jwks-1.json")
         assert r.returncode == 0, r.stderr
 
 
-def test_sigterm_stops_the_server_with_exit_code_0(tmp_path, authority, bundle_v1):
-    bundle = tmp_path / "bundle.cose"
-    shutil.copyfile(bundle_v1, bundle)
-    with serving(
-        tmp_path, bundle=bundle, authority_key=authority.public, state_dir=tmp_path / "state"
-    ) as s:
+def test_sigterm_stops_the_server_with_exit_code_0(tmp_path, now):
+    files = write_server_files(tmp_path / "files", areas=spec_risk_areas(now))
+    with serving(files) as s:
         assert s.stop(timeout=15) == 0
 
 
-def test_serve_on_a_busy_port_fails_cleanly(tmp_path, authority, bundle_v1):
-    bundle = tmp_path / "bundle.cose"
-    shutil.copyfile(bundle_v1, bundle)
+def test_serve_on_a_busy_port_fails_cleanly(tmp_path, now):
+    files = write_server_files(tmp_path / "files", areas=spec_risk_areas(now))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        r = run(
-            "serve",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--bundle",
-            bundle,
-            "--authority-key",
-            authority.public,
-            "--state-dir",
-            tmp_path / "state",
-            "--issuer",
-            ISSUER,
-            timeout=20,
-        )
+        r = run(*files.serve_args(listen=f"127.0.0.1:{port}", issuer=ISSUER), timeout=20)
     assert r.returncode != 0
     assert "serving on" not in r.stdout
     assert "Traceback" not in r.stderr
@@ -995,8 +1000,11 @@ def test_demo_tells_the_whole_story():
         [],
         ["authority"],
         ["authority", "keygen"],
-        ["authority", "sign"],
-        ["authority", "inspect"],
+        ["authority", "render"],
+        ["authority", "diff"],
+        ["authority", "repo"],
+        ["authority", "repo", "render"],
+        ["authority", "repo", "diff"],
         ["serve"],
         ["submit"],
         ["keys"],
@@ -1064,10 +1072,9 @@ def test_tls_to_a_plaintext_server_says_which_flag(tmp_path, main_server):
     assert "does not answer as a TLS gRPC server" in lines[0] and "drop --ca" in lines[0]
 
 
-def test_plaintext_to_a_tls_server_says_which_flag(tmp_path, authority, now):
+def test_plaintext_to_a_tls_server_says_which_flag(tmp_path, now):
     pki = make_pki(tmp_path / "pki")
-    signer = Ed25519Signer.generate()
-    with tls_server(tmp_path / "srv", pki=pki, authority=signer, bundle=spec_bundle(signer)) as s:
+    with tls_server(tmp_path / "srv", pki=pki, areas=spec_risk_areas(now)) as s:
         r = run("keys", "--server", s.target, timeout=20)
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
@@ -1082,49 +1089,74 @@ def test_a_server_without_a_port_is_a_usage_error(tmp_path, server):
     assert "give HOST:PORT" in r.stderr
 
 
-# --- authority render ----------------------------------------------------------------------
+# --- authority render and diff: GeoJSON files before anything is published ----------------
 
 
-def _area_ids(svg: pathlib.Path) -> list[str]:
-    import xml.etree.ElementTree as ET
-
-    root = ET.fromstring(svg.read_text(encoding="utf-8"))
-    return sorted(e.get("data-area-id", "") for e in root.iter() if e.get("data-area-id"))
-
-
-def test_render_draws_a_geojson_file_before_it_is_signed(tmp_path, now):
-    """README: the authority looks at the areas before signing (issue 10)."""
+def test_render_draws_a_geojson_file_before_it_is_published(tmp_path, now):
+    """README: the authority looks at the areas before publishing them (issue 10)."""
     areas = write_json(tmp_path / "areas.geojson", spec_areas(now))
     r = run("authority", "render", areas, "--out", tmp_path / "map.svg")
     assert r.returncode == 0, r.stderr
-    assert "unsigned" in r.stdout
+    assert "unpublished" in r.stdout
     ids = [f["properties"]["id"] for f in spec_areas(now)["features"]]
-    assert _area_ids(tmp_path / "map.svg") == sorted(ids)
+    assert _area_ids(tmp_path / "map.svg") == sorted(ids)  # the file's own ids, no prefix
 
 
-def test_render_of_a_signed_bundle_still_checks_its_signature(tmp_path, authority, bundle_v1):
-    r = run("authority", "render", bundle_v1, "--out", tmp_path / "map.svg")
-    assert r.returncode == 2
-    assert "--authority-key" in r.stderr
-    other = keygen(tmp_path / "other")
-    refused = run(
-        "authority", "render", bundle_v1, "--authority-key", other.public,
-        "--out", tmp_path / "map.svg",
-    )  # fmt: skip
-    assert refused.returncode == 1
-    ok = run(
-        "authority", "render", bundle_v1, "--authority-key", authority.public,
-        "--out", tmp_path / "map.svg",
-    )  # fmt: skip
-    assert ok.returncode == 0, ok.stderr
-    assert "bundle version 1" in ok.stdout
+def test_render_into_a_missing_folder_is_a_clean_input_error(tmp_path, now):
+    areas = write_json(tmp_path / "areas.geojson", spec_areas(now))
+    r = run("authority", "render", areas, "--out", tmp_path / "missing" / "map.svg")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def test_render_refuses_a_geojson_file_that_sign_would_refuse(tmp_path, now):
-    collection = spec_areas(now)
-    collection["features"][0]["properties"]["level"] = "severe"
-    areas = write_json(tmp_path / "bad.geojson", collection)
-    r = run("authority", "render", areas, "--out", tmp_path / "map.svg")
-    assert r.returncode == 2
-    assert "level" in r.stderr
-    assert not (tmp_path / "map.svg").exists()
+def test_diff_of_two_geojson_files_lists_each_change(tmp_path, now):
+    old = write_json(
+        tmp_path / "old.geojson",
+        collection(
+            high_square("TJ-1", TJ, "120100", now),
+            high_square("TJ-2", POLICE_TJ2, "120100", now, level="low"),
+            high_square("LF-1", LF, "131000", now),
+        ),
+    )
+    new = write_json(
+        tmp_path / "new.geojson",
+        collection(
+            high_square("TJ-1", TJ, "120100", now, level="medium"),
+            high_square("LF-1", LF, "131000", now),
+            high_square("LF-2", (LF[0] + 0.05, LF[1]), "131000", now),
+        ),
+    )
+    r = run("authority", "diff", old, new)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "+ added     LF-2",
+        "- removed   TJ-2",
+        "~ level     TJ-1: high -> medium",
+        "1 added, 1 removed, 1 level, 0 window, 0 geometry, 0 city, 0 policy changed; 1 unchanged",
+    ]
+
+
+@pytest.mark.parametrize("command", ["render", "diff"])
+@pytest.mark.parametrize("mistake", ["not JSON", "invalid feature", "missing"])
+def test_a_mistake_in_a_geojson_file_names_the_file_or_the_field(tmp_path, now, command, mistake):
+    good = write_json(tmp_path / "good.geojson", spec_areas(now))
+    bad = tmp_path / "bad.geojson"
+    if mistake == "not JSON":
+        bad.write_text('{"type": "FeatureCollection", "features": [')
+        needle = f"{bad} is not valid JSON"
+    elif mistake == "invalid feature":
+        areas = spec_areas(now)
+        areas["features"][0]["properties"]["level"] = "severe"
+        write_json(bad, areas)
+        needle = "features[0] (id TJ-B).level"
+    else:
+        needle = f"cannot read {bad}"
+    svg = tmp_path / "map.svg"
+    args = ["render", bad, "--out", svg] if command == "render" else ["diff", good, bad]
+    r = run("authority", *args)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert needle in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert r.stdout == ""
+    assert not svg.exists()

@@ -20,10 +20,9 @@ import pytest
 from staycheck.cli import certs
 from staycheck.geo.errors import ConfigurationError
 from staycheck.server.partner_access import load_partners
-from staycheck.trust.keys import Ed25519Signer
 from staycheck.v1 import partner_pb2 as ppb
 
-from tests.helpers import spec_bundle
+from tests.helpers import spec_areas
 from tests.integration.partner_helpers import (
     PartnerEntry,
     make_pki,
@@ -55,11 +54,7 @@ def test_one_partner_cannot_hold_every_stream_slot(tmp_path):
     pki = make_pki(tmp_path / "pki")
     greedy = PartnerEntry("greedy", "120000", "greedy.partner.staycheck.test", max_streams=1)
     other = PartnerEntry("other", "130000", "other.partner.staycheck.test")
-    authority = Ed25519Signer.generate()
-    with tls_server(
-        tmp_path / "srv", pki=pki, authority=authority, bundle=spec_bundle(authority),
-        partners=[greedy, other],
-    ) as s:  # fmt: skip
+    with tls_server(tmp_path / "srv", pki=pki, areas=spec_areas(), partners=[greedy, other]) as s:
         greedy_creds = pki.credentials(pki.partner(greedy.identity))
         with partner_stub(s.partner_target, greedy_creds) as stub:
             opened = threading.Event()
@@ -94,11 +89,9 @@ def test_a_certificate_from_another_partners_ca_is_refused(tmp_path):
     (srv / "hebei-ca.pem").write_bytes(hebei_ca.cert_pem)
     tianjin = PartnerEntry("tianjin", "120000", "tianjin.partner.test", ca="tianjin-ca.pem")
     hebei = PartnerEntry("hebei", "130000", "hebei.partner.test", ca="hebei-ca.pem")
-    authority = Ed25519Signer.generate()
     with tls_server(
-        srv, pki=pki, authority=authority, bundle=spec_bundle(authority),
-        partners=[tianjin, hebei], partner_ca_path=both,
-    ) as s:  # fmt: skip
+        srv, pki=pki, areas=spec_areas(), partners=[tianjin, hebei], partner_ca_path=both
+    ) as s:
         request = ppb.VerifyVerdictRequest(token="SC1:")
 
         def call(pair: certs.KeyPair) -> grpc.StatusCode | None:

@@ -16,12 +16,11 @@ import time
 import urllib.request
 
 import grpc
-from staycheck.trust.keys import Ed25519Signer
 from staycheck.v1 import partner_pb2 as ppb
 from staycheck.v1 import partner_pb2_grpc as ppb_grpc
 
 from tests.harness import serve_process
-from tests.helpers import DAY, signed_bundle, square_feature
+from tests.helpers import spec_areas
 from tests.integration.partner_helpers import PartnerEntry, make_pki, write_partners
 
 BURST = 10
@@ -63,12 +62,6 @@ def _verify_calls(metrics_url: str) -> dict[str, float]:
 def test_n_workers_share_one_partner_budget(tmp_path):
     pki = make_pki(tmp_path / "pki")
     partners = write_partners(tmp_path / "partners.toml", [PARTNER])
-    authority = Ed25519Signer.generate()
-    now = int(time.time())
-    bundle = signed_bundle(
-        authority, [square_feature(active_from=now - 5 * DAY)], version=1,
-        issued_at=now - 60, expires_at=now + 2 * DAY,
-    )  # fmt: skip
     extra = (
         "--workers", "2", "--metrics-listen", "127.0.0.1:0",
         "--tls-cert", str(pki.cert_path), "--tls-key", str(pki.key_path),
@@ -76,7 +69,7 @@ def test_n_workers_share_one_partner_budget(tmp_path):
         "--partners", str(partners),
     )  # fmt: skip
     with serve_process(
-        tmp_path / "server", authority=authority, bundle=bundle, extra_args=extra
+        tmp_path / "server", areas=spec_areas(now=int(time.time())), extra_args=extra
     ) as served:
         m = served.wait_for_stdout(r"partners on [\d.]+:(\d+)")
         assert m, served.stdout_text()

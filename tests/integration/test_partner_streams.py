@@ -18,10 +18,9 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from staycheck.server.partner_service import RESULTS_PER_RESPONSE
-from staycheck.trust.keys import Ed25519Signer
 from staycheck.v1 import partner_pb2 as ppb
 
-from tests.helpers import DAY, HOUR, NOW, TJ_LAT, TJ_LON, itinerary, spec_bundle, stay
+from tests.helpers import DAY, HOUR, NOW, TJ_LAT, TJ_LON, itinerary, spec_areas, stay
 from tests.integration.partner_helpers import (
     FakeMonotonic,
     PartnerEntry,
@@ -55,12 +54,10 @@ def pki(tmp_path):
 
 
 def _server(tmp_path, pki, entry: PartnerEntry, monotonic: FakeMonotonic | None = None):
-    authority = Ed25519Signer.generate()
     return tls_server(
         tmp_path / "srv",
         pki=pki,
-        authority=authority,
-        bundle=spec_bundle(authority),
+        areas=spec_areas(),
         partners=[entry],
         monotonic=monotonic,
     )

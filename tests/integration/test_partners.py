@@ -60,7 +60,7 @@ from tests.helpers import (
     TJ_LON,
     Clock,
     itinerary,
-    spec_bundle,
+    spec_areas,
     stay,
 )
 from tests.integration.partner_helpers import (
@@ -77,7 +77,7 @@ REVIEW_REQUIRED = pb.VERDICT_STATUS_REVIEW_REQUIRED
 SERVING = health_pb2.HealthCheckResponse.SERVING
 PARTNER_SERVICE = "staycheck.v1.PartnerVerification"
 
-# SPEC.md's public example cases against bundle B (a high-risk 1 km square in 120100 around
+# SPEC.md's public example cases against area B (a high-risk 1 km square in 120100 around
 # the Tianjin centre, active from now-5d), evaluated at NOW.
 CLEAN = itinerary(stay("110100", NOW - 14 * DAY, NOW, (BJ_LAT, BJ_LON)))  # 14 days in Beijing
 RISKY = itinerary(stay("120100", NOW - 3 * DAY, NOW - 3 * DAY + 6 * HOUR, (TJ_LAT, TJ_LON)))
@@ -90,9 +90,8 @@ SPEC_CASES = [
     (SHORT, NO_ABNORMALITY),
 ]
 # Verdicts: iat rounded down to the bucket (SPEC: minutes, not seconds), lifetime 24 h at
-# most and never past the bundle's expiry (spec_bundle expires at NOW + 2 days).
+# most and never past the risk areas' expiry (their timestamp's: ``verdict_expiry``).
 ISSUED_AT = NOW - NOW % IAT_BUCKET_S
-EXPIRES_AT = ISSUED_AT + MAX_TTL_S
 BINDING = bytes(range(32))
 OTHER_BINDING = bytes(range(1, 33))
 SUBJECT_ID = "11010519491231002X"  # GB 11643's example number
@@ -185,6 +184,13 @@ class _HeaderLiesSigner:
         return self._signer.sign(data)
 
 
+def verdict_expiry(server: TlsServer) -> int:
+    """When a verdict issued at NOW by ``server`` expires: 24 h after its iat, or with the
+    risk-area set in use if that expires first (the repository is signed at the real time,
+    so on a clock before NOW + 18 h the set's 6 h timestamp ends first)."""
+    return min(ISSUED_AT + MAX_TTL_S, server.server.bundles.current.expires_at)
+
+
 def foreign_token(
     signer: Any, *, issuer: str, status: Status = Status.NO_ABNORMALITY, now: int = NOW
 ) -> str:
@@ -200,18 +206,16 @@ def foreign_token(
 
 @pytest.fixture(scope="module")
 def beijing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
-    """Issuer 110000 with TLS on the public listener and the partner listener, serving
-    SPEC.md's bundle B at NOW. Tests here do not change its state (the one-call budgets
-    belong to one test each)."""
+    """Issuer 110000 with TLS on the public listener and the partner listener, following a
+    repository that publishes SPEC.md's area B at NOW. Tests here do not change its state
+    (the one-call budgets belong to one test each)."""
     root = tmp_path_factory.mktemp("beijing")
     pki = make_pki(root / "pki")
-    authority = Ed25519Signer.generate()
     clock = Clock()
     with tls_server(
         root / "server",
         pki=pki,
-        authority=authority,
-        bundle=spec_bundle(authority, now=clock.now),
+        areas=spec_areas(now=clock.now),
         partners=PARTNERS,
         clock=clock,
     ) as s:
@@ -391,7 +395,6 @@ def test_unknown_but_ca_signed_partner_is_permission_denied(beijing, make_cert):
 
 def test_budget_exceeded_then_recovered(tmp_path):
     pki = make_pki(tmp_path / "pki")
-    authority = Ed25519Signer.generate()
     monotonic = FakeMonotonic()
     metered = PartnerEntry(
         "metered", "120000", "metered.partner.staycheck.test", requests_per_second=2, burst=2
@@ -401,8 +404,7 @@ def test_budget_exceeded_then_recovered(tmp_path):
         tls_server(
             tmp_path / "srv",
             pki=pki,
-            authority=authority,
-            bundle=spec_bundle(authority),
+            areas=spec_areas(),
             partners=[metered, other],
             monotonic=monotonic,
         ) as s,
@@ -473,8 +475,8 @@ def test_public_listener_serves_tls(beijing):
 @pytest.mark.parametrize("listen", ["0.0.0.0:0", "[::]:0", "192.0.2.10:50051"])
 def test_config_refuses_non_loopback_plaintext(tmp_path, listen):
     base = {
-        "bundle_path": tmp_path / "bundle.cose",
-        "authority_key_path": tmp_path / "authority.pub",
+        "repository": str(tmp_path / "repository"),
+        "trusted_root_path": tmp_path / "root.json",
         "state_dir": tmp_path / "state",
         "issuer": "110000",
     }
@@ -499,9 +501,11 @@ def test_verify_verdict_of_our_own_token(beijing, tianjin):
         assert r.status == REVIEW_REQUIRED
         assert r.issuer == "110000"
         assert r.issued_at.seconds == ISSUED_AT
-        assert r.expires_at.seconds == EXPIRES_AT
-        assert r.riskset_version == 1
-        assert p.verify_verdict(token, subject_binding=BINDING, min_riskset_version=1).valid
+        assert r.expires_at.seconds == verdict_expiry(beijing)
+        # SPEC: the verdict's risk-area version is the repository snapshot's version.
+        version = beijing.snapshot_version()
+        assert r.riskset_version == version
+        assert p.verify_verdict(token, subject_binding=BINDING, min_riskset_version=version).valid
 
 
 def test_verify_verdict_refusals(beijing, tianjin):
@@ -523,7 +527,8 @@ def test_verify_verdict_refusals(beijing, tianjin):
         assert refused(token[: len(token) // 2]) == "malformed"
         assert refused("not a token") == "malformed"
         assert refused(token, subject_binding=OTHER_BINDING) == "binding mismatch"
-        assert refused(token, min_riskset_version=2) == "stale bundle version"
+        newer = beijing.snapshot_version() + 1
+        assert refused(token, min_riskset_version=newer) == "stale bundle version"
 
 
 def test_verify_online_cli_checks_the_bearer_of_a_presentation(beijing, tianjin, tmp_path):
@@ -588,6 +593,7 @@ def batch_item(i: int) -> pb.Itinerary:
 
 
 def test_batch_of_ten_thousand_with_invalid_items(beijing, tianjin):
+    expires_at = verdict_expiry(beijing)
     started = time.monotonic()
     with beijing.partner(tianjin) as p:
         responses = list(
@@ -610,7 +616,7 @@ def test_batch_of_ten_thousand_with_invalid_items(beijing, tianjin):
                 assert r.WhichOneof("result") == "verdict", i
                 assert r.verdict.status == SPEC_CASES[i % len(SPEC_CASES)][1], i
                 assert r.verdict.issued_at.seconds == ISSUED_AT
-                assert r.verdict.expires_at.seconds == EXPIRES_AT
+                assert r.verdict.expires_at.seconds == expires_at
         # A sample of the tokens says the same as the responses.
         keys = VerdictKeySet(KeySet.from_jwks(_jwks(beijing)))
         for i in range(0, BATCH_SIZE, 997):
@@ -658,12 +664,8 @@ def _jwks(server: TlsServer) -> str:
 
 def test_federation_of_issuers_through_the_trust_store(tmp_path):
     pki = make_pki(tmp_path / "pki")
-    authority = Ed25519Signer.generate()
-    bundle = spec_bundle(authority)
     partner = PartnerEntry("tianjin", "120000", "tianjin.partner.staycheck.test")
-    with tls_server(
-        tmp_path / "a", pki=pki, authority=authority, bundle=bundle, issuer="120000"
-    ) as a:
+    with tls_server(tmp_path / "a", pki=pki, areas=spec_areas(), issuer="120000") as a:
         with a.new_client() as c:
             token_a = c.submit(RISKY).token
             jwks_a = c.verdict_keys_json()
@@ -706,8 +708,7 @@ def test_federation_of_issuers_through_the_trust_store(tmp_path):
             tls_server(
                 tmp_path / "b",
                 pki=pki,
-                authority=authority,
-                bundle=bundle,
+                areas=spec_areas(),
                 issuer="110000",
                 partners=[partner],
                 trust_store_path=store,
@@ -716,7 +717,7 @@ def test_federation_of_issuers_through_the_trust_store(tmp_path):
         ):
             r = p.verify_verdict(token_a)
             assert r.valid and r.issuer == "120000" and r.status == REVIEW_REQUIRED
-            assert (r.issued_at.seconds, r.expires_at.seconds) == (ISSUED_AT, EXPIRES_AT)
+            assert (r.issued_at.seconds, r.expires_at.seconds) == (ISSUED_AT, verdict_expiry(a))
             with b.new_client() as c:
                 own = c.submit(CLEAN).token
             r = p.verify_verdict(own)
@@ -754,13 +755,11 @@ def _toml_inline(jwk: dict[str, Any]) -> str:
 
 def test_rotation_while_a_client_is_submitting(tmp_path):
     pki = make_pki(tmp_path / "pki")
-    authority = Ed25519Signer.generate()
     clock = Clock()
     with tls_server(
         tmp_path / "srv",
         pki=pki,
-        authority=authority,
-        bundle=spec_bundle(authority),
+        areas=spec_areas(),
         clock=clock,
         reload_interval_s=0.05,
         key_publish_ahead_s=300,  # the next key may start signing 5 minutes after start

@@ -46,7 +46,7 @@ def _run(blocks: list[str], replace: dict[str, str]) -> subprocess.CompletedProc
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_the_repository_block_runs_as_written(tmp_path):
-    blocks = [b for b in _blocks() if "staycheck authority repo create" in b]
+    blocks = [b for b in _blocks() if "/tmp/staycheck-repo" in b]
     assert len(blocks) == 1
     result = _run(
         blocks, {"/tmp/staycheck-repo": str(tmp_path / "repo"), "50061": str(free_port())}
@@ -57,7 +57,7 @@ def test_the_repository_block_runs_as_written(tmp_path):
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_readme_examples_run_as_written(tmp_path):
-    blocks = [b for b in _blocks() if "staycheck authority keygen" in b or "certs demo" in b]
+    blocks = [b for b in _blocks() if "/tmp/staycheck-example" in b or "certs demo" in b]
     assert len(blocks) == 2, "the example and the partner flow"
     result = _run(
         blocks,
@@ -86,13 +86,13 @@ def test_readme_examples_run_as_written(tmp_path):
 def test_the_partner_flow_stops_at_a_port_already_taken(tmp_path):
     """Issue 13: the partner block carried on after its server failed to bind; now it stops
     at the server's failure, before any partner command runs."""
-    first, partners = [b for b in _blocks() if "authority keygen" in b or "certs demo" in b]
+    first, partners = [b for b in _blocks() if "/tmp/staycheck-example" in b or "certs demo" in b]
     folder = tmp_path / "example"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = str(taken.getsockname()[1])
-        # The first block as written (it makes the keys and the bundle), on a free port;
+        # The first block as written (it makes the repository), on a free port;
         # then the partner block, whose public port is taken.
         script = "\n".join(
             [

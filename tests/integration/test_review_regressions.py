@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import pytest
 import shapely
@@ -17,7 +18,7 @@ from staycheck.trust.keys import Ed25519Signer, KeySet, PublicKey, VerdictKeySet
 from staycheck.trust.verdict import TokenSigner, Verdict
 from staycheck.trust.verifier import NO_BINDING_CHECK, verify_token
 
-from tests.helpers import DAY, HOUR, NOW, TJ_LAT, TJ_LON, running_server, spec_bundle
+from tests.helpers import DAY, HOUR, NOW, TJ_LAT, TJ_LON, risk_areas, running_server, spec_areas
 
 
 def _circle(lat: float, lon: float, radius_deg: float, n: int) -> list[list[list[float]]]:
@@ -71,18 +72,41 @@ def test_concurrent_matching_with_tolerance_does_not_crash():
     assert not shapely.is_prepared(bundle.index._geometries).any()
 
 
-def test_watcher_survives_a_failed_floor_write_and_refuses_that_bundle(tmp_path, authority, clock):
+def _refused(s) -> int:
+    """How many of the server's repository refreshes were refused so far."""
+    good = ("accepted", "unchanged")
+    return sum(n for k, n in s.server.bundles.stats.outcomes.items() if k not in good)
+
+
+def _wait_for(condition, what: str, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_watcher_survives_a_failed_write_of_the_trusted_metadata(tmp_path, clock):
+    """TUF's trusted metadata in the state dir is what refuses a rollback after a restart.
+    A refresh whose new timestamp cannot be written there is refused, the set in use stays
+    (no new set without its record), and the watcher thread lives on to take the next one
+    (a failed write of the old version record once killed it)."""
     with running_server(
-        tmp_path, spec_bundle(authority, version=1), authority=authority, clock=clock
+        tmp_path, spec_areas(), clock=clock, reload_interval_s=0.05, repository_refresh_s=1
     ) as s:
-        floor = s.root / "state" / "bundle-floor.json"
-        floor.unlink()
-        floor.mkdir()  # the floor cannot be written (as a full or read-only disk would)
-        result = s.publish(spec_bundle(authority, version=2))
-        assert not result.accepted and "version floor" in result.reason
-        assert s.server.bundles.current.version == 1  # not in use without its floor
-        floor.rmdir()
-        assert s.publish(spec_bundle(authority, version=3)).accepted
+        version = s.server.bundles.current.version
+        trusted = s.state_dir / "tuf" / "metadata" / "timestamp.json"
+        assert trusted.is_file()
+        trusted.unlink()
+        trusted.mkdir()  # it cannot be written (as a full or read-only disk would)
+        s.files.publish(risk_areas([]))  # the watcher's next refresh finds it
+        _wait_for(lambda: _refused(s) > 0, "a refused refresh")
+        assert s.server.bundles.current.version == version
+        assert s.server.bundles.current.area_count == 1  # still area B
+        assert s.server._watcher.is_alive()
+        trusted.rmdir()
+        _wait_for(lambda: s.server.bundles.current.version == s.snapshot_version(), "the new set")
+        assert s.server.bundles.current.area_count == 0
+        assert trusted.is_file()
         assert s.server._watcher.is_alive()
 
 
@@ -105,8 +129,8 @@ def test_verifier_refuses_a_lifetime_over_24_hours():
 @pytest.mark.parametrize("interval", [0, -1, 60, 300])
 def test_reload_interval_must_be_below_the_rotation_grace(interval):
     base = {
-        "listen": "127.0.0.1:0", "bundle": "b", "authority_key": "a", "state_dir": "s",
-        "issuer": "110000", "reload_interval_s": interval,
+        "listen": "127.0.0.1:0", "repository": "r", "trusted_root": "root.json",
+        "state_dir": "s", "issuer": "110000", "reload_interval_s": interval,
     }  # fmt: skip
     with pytest.raises(ConfigurationError, match="reload_interval_s"):
         build_config(file=base)

@@ -97,7 +97,7 @@ def test_a_server_follows_the_departments_publications(tmp_path):
 
                 # A withheld or broken repository: the last good set keeps serving.
                 (authority.metadata_dir / "timestamp.json").write_bytes(b"{}")
-                time.sleep(2.5)
+                assert served.wait_for_stderr("repository refresh refused", timeout=30)
                 assert status_of(client, "131000", LF) is Status.REVIEW_REQUIRED
                 channel = grpc.insecure_channel(target)
                 health = health_pb2_grpc.HealthStub(channel)
@@ -110,22 +110,21 @@ def test_a_server_follows_the_departments_publications(tmp_path):
     assert "repository refresh refused" in log
 
 
-def test_serve_wants_one_source_of_risk_areas(tmp_path):
+def test_serve_needs_the_repository_and_its_root(tmp_path):
     import subprocess
 
-    both = subprocess.run(
-        [*STAYCHECK, "serve", "--listen", "127.0.0.1:0", "--repository", str(tmp_path),
-         "--trusted-root", str(tmp_path / "r.json"), "--bundle", "b.cose",
-         "--authority-key", "a.pub", "--state-dir", str(tmp_path / "s"), "--issuer", "110000"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    assert both.returncode == 2 and "one of the two" in both.stderr
-    half = subprocess.run(
-        [*STAYCHECK, "serve", "--listen", "127.0.0.1:0", "--repository", str(tmp_path),
-         "--state-dir", str(tmp_path / "s"), "--issuer", "110000"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    assert half.returncode == 2 and "--trusted-root" in half.stderr
+    base = [*STAYCHECK, "serve", "--listen", "127.0.0.1:0", "--state-dir", str(tmp_path / "s"),
+            "--issuer", "110000"]  # fmt: skip
+    for given, missing in (
+        (["--repository", str(tmp_path)], "trusted_root"),
+        (["--trusted-root", str(tmp_path / "r.json")], "repository"),
+    ):
+        r = subprocess.run([*base, *given], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and missing in r.stderr, r.stderr
+    # The retired flags are unknown now (a local folder replaces a bundle file).
+    old = subprocess.run([*base, "--bundle", "b.cose"], capture_output=True, text=True,
+                         timeout=30)  # fmt: skip
+    assert old.returncode == 2 and "--bundle" in old.stderr
 
 
 @pytest.mark.parametrize("flag", ["--repository-refresh-s"])
@@ -164,3 +163,49 @@ def test_the_demo_serves_from_a_repository_and_keeps_it(tmp_path):
         now=int(time.time())
     )
     assert got.departments == ("police", "health")
+
+
+def test_a_server_publishes_its_key_set_and_a_hotel_follows_it(tmp_path):
+    """The whole path with the commands a province runs: the authority gives the issuer a
+    role (``repo add-issuer``), the issuer publishes the key set its server serves
+    (``staycheck keys`` then ``repo publish-keys``), and a verifier checks a verdict with
+    keys that came through TUF (``verify --repository``). A key set naming another issuer
+    is refused at publication."""
+    import json
+    import subprocess
+
+    from tests.harness import serve_process
+    from tests.helpers import spec_areas
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*STAYCHECK, *args], capture_output=True, text=True, timeout=60)
+
+    with serve_process(tmp_path / "srv", areas=spec_areas(now=int(time.time()))) as served:
+        files = served.files
+        assert files is not None
+        workspace = str(files.repository.workspace)
+        files.repository.close()  # the commands below write the workspace
+        added = run("authority", "repo", "add-issuer", "110000", "--workspace", workspace)
+        assert added.returncode == 0, added.stderr
+        keys = run("keys", "--server", served.target)
+        assert keys.returncode == 0, keys.stderr
+        jwks = tmp_path / "keys.json"
+        jwks.write_text(keys.stdout)
+        published = run("authority", "repo", "publish-keys", "110000", "--jwks", str(jwks),
+                        "--workspace", workspace)  # fmt: skip
+        assert published.returncode == 0, published.stderr
+        files.serve()
+        with StayCheckClient(served.target) as client:
+            token = client.submit(itinerary("120100", TJ, int(time.time()))).token
+        # The other way round: Beijing's key set offered for Tianjin's role.
+        assert run("authority", "repo", "add-issuer", "120000", "--workspace",
+                   workspace).returncode == 0  # fmt: skip
+        wrong = run("authority", "repo", "publish-keys", "120000", "--jwks", str(jwks),
+                    "--workspace", workspace)  # fmt: skip
+        assert wrong.returncode == 2 and "names issuer 110000" in wrong.stderr
+    verified = run("verify", token, "--repository", str(files.served),
+                   "--trusted-root", str(files.trusted_root),
+                   "--cache", str(tmp_path / "cache"), "--json")  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
+    out = json.loads(verified.stdout)
+    assert (out["status"], out["issuer"]) == ("REVIEW_REQUIRED", "110000")

@@ -1,5 +1,6 @@
-"""The server as a whole, over a real channel on 127.0.0.1:0: health, reflection, error
-mapping, bundle reloads under the trust rules, fail-closed expiry, restart floor."""
+"""The server as a whole, over a real channel on 127.0.0.1:0, following a real TUF
+repository: health, reflection, error mapping, new publications, fail-closed expiry,
+restarts. (What TUF refuses, attack by attack: test_tuf_repository.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from staycheck.geo import errors
 from staycheck.geo.itinerary import Status
 from staycheck.server.errors import status_for
-from staycheck.trust.keys import Ed25519Signer
 from staycheck.trust.verdict import IAT_BUCKET_S, decode_token
 from staycheck.v1 import verification_pb2 as pb
 
@@ -25,9 +25,9 @@ from tests.helpers import (
     TJ_LAT,
     TJ_LON,
     itinerary,
+    risk_areas,
     running_server,
-    signed_bundle,
-    spec_bundle,
+    spec_areas,
     stay,
 )
 
@@ -54,8 +54,7 @@ def submit_code(s, it=RISKY, **kw) -> grpc.StatusCode:
     return e.value.code()
 
 
-def empty_bundle(authority, version, **kw) -> bytes:
-    return signed_bundle(authority, [], version=version, **kw)
+NO_AREAS = risk_areas([])
 
 
 # --- services ---------------------------------------------------------------------------
@@ -77,22 +76,26 @@ def test_reflection_lists_the_services(spec_server):
 
 def test_risk_area_status_reports_the_bundle(spec_server):
     st = spec_server.client.risk_area_status()
-    assert st.serving and st.version == 1 and st.area_count == 1
+    assert st.serving and st.version == spec_server.snapshot_version() and st.area_count == 1
     assert st.window_days == 14 and st.min_stay_seconds == 4 * HOUR and st.tolerance_m == 0
     assert list(st.flagged_levels) == ["high", "medium"]
     assert len(st.digest) == 64
 
 
-def test_verdict_times_follow_the_rules(tmp_path, authority, clock):
+def test_verdict_times_follow_the_rules(tmp_path, clock):
     clock.now = NOW + 123  # not on a bucket boundary
-    bundle = spec_bundle(authority, now=NOW, expires_at=NOW + 2 * HOUR)
-    with running_server(tmp_path, bundle, authority=authority, clock=clock) as s:
+    with running_server(tmp_path, spec_areas(now=NOW), clock=clock) as s:
+        response = s.client.submit(CLEAN)
+        expires = s.server.bundles.current.expires_at
+        _, verdict = decode_token(response.token)
+        assert verdict.issued_at % IAT_BUCKET_S == 0
+        assert clock.now - IAT_BUCKET_S < verdict.issued_at <= clock.now
+        assert verdict.expires_at == verdict.issued_at + DAY  # 24 h by default
+        # Never past the risk areas' expiry: 2 h before it, a verdict ends with them.
+        clock.now = expires - 2 * HOUR
         response = s.client.submit(CLEAN)
     _, verdict = decode_token(response.token)
-    assert verdict.issued_at % IAT_BUCKET_S == 0
-    assert clock.now - IAT_BUCKET_S < verdict.issued_at <= clock.now
-    # 24 h at most, never past the bundle's expiry (2 h here).
-    assert verdict.expires_at == NOW + 2 * HOUR
+    assert verdict.expires_at == expires
     assert response.expires_at.seconds == verdict.expires_at
 
 
@@ -159,59 +162,46 @@ def test_every_error_maps_to_one_code(error, code, details):
 # --- bundles: reloads, expiry, restarts -------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "attack",
-    ["unknown key", "flipped byte", "lower version", "equal version", "expired", "truncated"],
-)
-def test_refused_bundle_keeps_the_last_good_one(tmp_path, authority, clock, attack):
-    good = spec_bundle(authority, version=5)
-    with running_server(tmp_path, good, authority=authority, clock=clock) as s:
-        bad = {
-            "unknown key": lambda: empty_bundle(Ed25519Signer.generate(), 6),
-            "flipped byte": lambda: _flip(empty_bundle(authority, 6), -10),
-            "lower version": lambda: empty_bundle(authority, 4),
-            "equal version": lambda: empty_bundle(authority, 5),
-            "expired": lambda: empty_bundle(authority, 6, expires_at=NOW - 1),
-            "truncated": lambda: empty_bundle(authority, 6)[:-20],
-        }[attack]()
-        result = s.publish(bad)
+def test_a_refused_publication_keeps_the_last_good_set(tmp_path, clock):
+    """One server-level case (every attack is in test_tuf_repository.py): the department's
+    areas file replaced on the web server by other bytes fails its signed hash."""
+    with running_server(tmp_path, spec_areas(), clock=clock) as s:
+        version = s.server.bundles.current.version
+        s.files.publish(NO_AREAS)
+        for target in (s.files.served / "targets" / "areas").glob("*.health.pb"):
+            target.write_bytes(b"\x0a\x06health" * 2)  # a valid RiskAreaSet, not the signed one
+        result = s.server.reload_now()
         assert not result.accepted
-        assert s.server.bundles.current.version == 5
+        assert s.server.bundles.current.version == version
         assert health(s) == SERVING
-        # Still matching against the good bundle: the risky itinerary still pops up.
+        # Still matching against the good set: the risky itinerary still pops up.
         assert s.client.submit(RISKY).status == int(Status.REVIEW_REQUIRED)
 
 
-def _flip(data: bytes, i: int) -> bytes:
-    b = bytearray(data)
-    b[i] ^= 0x01
-    return bytes(b)
-
-
-def test_newer_bundle_replaces_the_old(spec_server):
-    result = spec_server.publish(empty_bundle(spec_server.authority, 2))
+def test_a_new_publication_replaces_the_old(spec_server):
+    before = spec_server.server.bundles.current.version
+    result = spec_server.publish(NO_AREAS)
     assert result.accepted
     response = spec_server.client.submit(RISKY)
     assert response.status == int(Status.NO_ABNORMALITY)
-    assert response.riskset_version == 2
+    assert response.riskset_version == spec_server.snapshot_version() > before
 
 
-def test_file_change_is_picked_up_by_the_watcher(tmp_path, authority, clock):
+def test_a_publication_is_picked_up_by_the_watcher(tmp_path, clock):
     with running_server(
-        tmp_path, spec_bundle(authority), authority=authority, clock=clock, reload_interval_s=0.05
+        tmp_path, spec_areas(), clock=clock, reload_interval_s=0.05, repository_refresh_s=1
     ) as s:
-        tmp = s.root / ".b.tmp"
-        tmp.write_bytes(empty_bundle(authority, 2))
-        tmp.replace(s.bundle_path)
-        for _ in range(200):
-            if s.server.bundles.current.version == 2:
+        s.files.publish(NO_AREAS)  # no reload asked for: the watcher's refresh finds it
+        for _ in range(100):
+            if s.server.bundles.current.area_count == 0:
                 break
             s.server._stop.wait(0.05)
-        assert s.server.bundles.current.version == 2
+        assert s.server.bundles.current.area_count == 0
+        assert s.server.bundles.current.version == s.snapshot_version()
 
 
-def test_no_bundle_means_not_serving_then_recovers(tmp_path, authority, clock):
-    with running_server(tmp_path, None, authority=authority, clock=clock) as s:
+def test_no_risk_areas_means_not_serving_then_recovers(tmp_path, clock):
+    with running_server(tmp_path, None, clock=clock) as s:
         assert health(s) == NOT_SERVING
         with grpc.insecure_channel(s.target) as ch:  # the process itself is alive
             live = health_pb2_grpc.HealthStub(ch).Check(
@@ -219,18 +209,18 @@ def test_no_bundle_means_not_serving_then_recovers(tmp_path, authority, clock):
             )
         assert live.status == SERVING
         assert submit_code(s, CLEAN) is grpc.StatusCode.FAILED_PRECONDITION
-        assert s.publish(spec_bundle(authority)).accepted
+        assert s.publish(spec_areas()).accepted
         assert health(s) == SERVING
         assert s.client.submit(CLEAN).status == int(Status.NO_ABNORMALITY)
 
 
-def test_expired_bundle_fails_closed_then_recovers(tmp_path, authority, clock):
-    bundle = spec_bundle(authority, expires_at=NOW + HOUR)
-    with running_server(
-        tmp_path, bundle, authority=authority, clock=clock, reload_interval_s=0.05
-    ) as s:
+def test_expired_risk_areas_fail_closed_then_recover(tmp_path, clock):
+    with running_server(tmp_path, spec_areas(), clock=clock, reload_interval_s=0.05) as s:
         assert s.client.submit(CLEAN).status == int(Status.NO_ABNORMALITY)
-        clock.advance(HOUR)
+        # The timestamp's expiry (the earliest of the metadata) ends the set in use.
+        timestamp = next(r for r in s.repository.roles() if r.name == "timestamp")
+        assert s.server.bundles.current.expires_at == timestamp.expires
+        clock.now = timestamp.expires
         with pytest.raises(grpc.RpcError) as e:
             s.client.submit(CLEAN)
         assert e.value.code() is grpc.StatusCode.FAILED_PRECONDITION
@@ -240,23 +230,30 @@ def test_expired_bundle_fails_closed_then_recovers(tmp_path, authority, clock):
                 break
             s.server._stop.wait(0.05)
         assert health(s) == NOT_SERVING
-        fresh = spec_bundle(authority, version=2, now=clock.now, issued_at=clock.now)
-        assert s.publish(fresh).accepted
+        assert s.refresh().accepted  # the online key re-signs: fresh again
         assert health(s) == SERVING
-        assert s.client.submit(CLEAN).riskset_version == 2
+        assert s.client.submit(CLEAN).riskset_version == s.snapshot_version()
 
 
-def test_restart_cannot_roll_back_and_keeps_the_verdict_key(tmp_path, authority, clock):
-    v1, v2 = spec_bundle(authority, version=1), spec_bundle(authority, version=2)
-    with running_server(tmp_path, v2, authority=authority, clock=clock) as s:
-        kid = s.client.verdict_keys()
-        kids_before = [k.kid for k in kid]
-    # Same bundle again after a restart: accepted (it is the one the floor records).
-    with running_server(tmp_path, v2, authority=authority, clock=clock) as s:
-        assert s.server.bundles.current.version == 2
+def test_restart_cannot_roll_back_and_keeps_the_verdict_key(tmp_path, clock):
+    with running_server(tmp_path, spec_areas(), clock=clock) as s:
+        kids_before = [k.kid for k in s.client.verdict_keys()]
+        old = {p.name: p.read_bytes() for p in (s.files.served / "metadata").iterdir()}
+        assert s.publish(NO_AREAS).accepted
+        newest = s.server.bundles.current.version
+    # The same repository after a restart: the same set, the same verdict key.
+    with running_server(tmp_path, None, clock=clock) as s:
+        assert s.server.reload_now().accepted
+        assert s.server.bundles.current.version == newest
         assert [k.kid for k in s.client.verdict_keys()] == kids_before
-    # The older bundle put back: refused, nothing served.
-    with running_server(tmp_path, v1, authority=authority, clock=clock) as s:
+        # The older metadata put back on the web server: refused (TUF's trusted versions
+        # live in the state dir), the newest set keeps serving.
+        for name, data in old.items():
+            (s.files.served / "metadata" / name).write_bytes(data)
+        assert not s.server.reload_now().accepted
+        assert s.server.bundles.current.version == newest
+    # And a fresh start of the process over the rolled-back folder serves nothing older.
+    with running_server(tmp_path, None, clock=clock) as s:
         assert s.server.bundles.current is None
         assert health(s) == NOT_SERVING
         assert submit_code(s, CLEAN) is grpc.StatusCode.FAILED_PRECONDITION

@@ -10,14 +10,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from staycheck.client.client import StayCheckClient
 
-from tests.helpers import BJ_LAT, BJ_LON, DAY, NOW, itinerary, running_server, spec_bundle, stay
+from tests.helpers import BJ_LAT, BJ_LON, DAY, NOW, itinerary, running_server, spec_areas, stay
 
 CLEAN = itinerary(stay("110100", NOW - 14 * DAY, NOW, (BJ_LAT, BJ_LON)))
 DRAIN_S = 1.0
 
 
-def test_stop_under_load(tmp_path, authority, clock):
-    with running_server(tmp_path, spec_bundle(authority), authority=authority, clock=clock) as s:
+def test_stop_under_load(tmp_path, clock):
+    with running_server(tmp_path, spec_areas(), clock=clock) as s:
         results: list[tuple[float, grpc.StatusCode | None]] = []  # (start time, failure)
         done = threading.Event()
 

@@ -14,21 +14,19 @@ import time
 
 import grpc
 from staycheck.client import StayCheckClient
-from staycheck.trust.keys import Ed25519Signer
 
 from tests.harness import serve_process
-from tests.helpers import BJ_LAT, BJ_LON, DAY, itinerary, live_bundle, stay
+from tests.helpers import BJ_LAT, BJ_LON, DAY, itinerary, spec_areas, stay
 
 CLIENTS = 16
 RUNS = 10
 
 
-def _one_run(root, authority: Ed25519Signer) -> list[tuple[float, grpc.StatusCode | None]]:
+def _one_run(root) -> list[tuple[float, grpc.StatusCode | None]]:
     now = int(time.time())
-    bundle = live_bundle(authority, now=now)
     clean = itinerary(stay("110100", now - 14 * DAY, now, (BJ_LAT, BJ_LON)))
     results: list[tuple[float, grpc.StatusCode | None]] = []  # (sent at, failure)
-    with serve_process(root, authority=authority, bundle=bundle, log_level="warning") as srv:
+    with serve_process(root, areas=spec_areas(now=now), log_level="warning") as srv:
 
         def load() -> None:
             options = [("grpc.enable_retries", 0)]
@@ -55,11 +53,10 @@ def _one_run(root, authority: Ed25519Signer) -> list[tuple[float, grpc.StatusCod
 
 
 def test_sigterm_under_load_fails_no_call_sent_before_it(tmp_path):
-    authority = Ed25519Signer.generate()
     failed_before: list[tuple[int, float, grpc.StatusCode]] = []
     answered_before = 0
     for run in range(RUNS):
-        for offset, code in _one_run(tmp_path / f"run{run}", authority):
+        for offset, code in _one_run(tmp_path / f"run{run}"):
             if offset < 0:
                 if code is None:
                     answered_before += 1

@@ -14,14 +14,14 @@ import subprocess
 import pytest
 
 from tests.harness import STAYCHECK, write_server_files
-from tests.helpers import spec_bundle
+from tests.helpers import spec_areas
 
 
-def test_a_full_state_dir_at_start_up_is_one_line_naming_it(tmp_path, authority):
+def test_a_full_state_dir_at_start_up_is_one_line_naming_it(tmp_path):
     unshare = shutil.which("unshare")
     if unshare is None:
         pytest.fail("util-linux's unshare is needed to mount a private tmpfs")
-    files = write_server_files(tmp_path, authority=authority, bundle=spec_bundle(authority))
+    files = write_server_files(tmp_path, areas=spec_areas())
     files.state_dir.mkdir()
     state = shlex.quote(str(files.state_dir))
     serve = shlex.join([*STAYCHECK, *files.serve_args()])

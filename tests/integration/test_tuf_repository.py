@@ -375,7 +375,7 @@ class Ticks:
 
 def test_refreshes_keep_the_last_good_set_and_fail_closed_at_expiry(follower, authority, now):
     from staycheck.geo.errors import UnavailableError
-    from staycheck.server.repo_bundles import RepositoryBundles
+    from staycheck.server.bundles import RepositoryBundles
 
     ticks = Ticks()
     bundles = RepositoryBundles(follower, clock=lambda: now, refresh_interval_s=60, monotonic=ticks)
@@ -409,8 +409,10 @@ def test_refreshes_keep_the_last_good_set_and_fail_closed_at_expiry(follower, au
 def test_a_hung_repository_does_not_hold_the_watcher(tmp_path, authority, now):
     import socket
 
-    from staycheck.server.bundles import ReadNotFinishedError  # noqa: F401 (the reason named)
-    from staycheck.server.repo_bundles import RepositoryBundles
+    from staycheck.server.bundles import (
+        ReadNotFinishedError,  # noqa: F401 (the reason named)
+        RepositoryBundles,
+    )
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -592,7 +594,7 @@ def test_a_fifo_in_the_repository_folder_does_not_hold_the_refresh(follower, aut
 def test_a_timestamp_only_resigning_moves_the_expiry(follower, authority, now):
     """The online key may re-sign the timestamp alone (same snapshot): the set in use must
     then expire later, or the server would fail closed while TUF trusts fresh metadata."""
-    from staycheck.server.repo_bundles import RepositoryBundles
+    from staycheck.server.bundles import RepositoryBundles
 
     bundles = RepositoryBundles(follower, clock=lambda: now)
     assert bundles.reload().accepted

@@ -1,9 +1,10 @@
 """``staycheck serve --workers 2``: pre-forked workers sharing one port (SO_REUSEPORT).
 
-Connections are spread over the workers by the kernel; each worker has its own index and
-watches the bundle file and key index itself. Checked over real connections to a real
-subprocess: both workers answer, a SIGHUP reload and a key rotation reach every worker, a
-killed worker is restarted, SIGTERM stops them all."""
+Connections are spread over the workers by the kernel; each worker has its own index,
+follows the same served repository folder and watches the key index itself. Checked over
+real connections to a real subprocess: both workers answer, a new publication picked up on
+SIGHUP and a key rotation reach every worker, a killed worker is restarted, SIGTERM stops
+them all."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ import urllib.request
 
 import pytest
 from staycheck.client.client import StayCheckClient
+from staycheck.geo.itinerary import Status
 from staycheck.server.keystore import VerdictKeyStore
-from staycheck.trust.keys import Ed25519Signer
 from staycheck.trust.verdict import decode_token
 
 from tests.harness import serve_process
-from tests.helpers import DAY, HOUR, TJ_LAT, TJ_LON, itinerary, signed_bundle, square_feature, stay
+from tests.helpers import DAY, HOUR, TJ_LAT, TJ_LON, itinerary, risk_areas, spec_areas, stay
 
 
 def _children(pid: int) -> list[int]:
@@ -37,22 +38,11 @@ def _requests_served(metrics_url: str) -> float:
     )
 
 
-def _bundle(authority: Ed25519Signer, version: int, now: int) -> bytes:
-    area = square_feature(active_from=now - 5 * DAY)
-    return signed_bundle(
-        authority, [area] if version == 1 else [], version=version, issued_at=now - 60,
-        expires_at=now + 2 * DAY,
-    )  # fmt: skip
-
-
 @pytest.fixture
 def workers(tmp_path):
-    authority = Ed25519Signer.generate()
     now = int(time.time())
     extra = ("--workers", "2", "--metrics-listen", "127.0.0.1:0", "--log-format", "json")
-    with serve_process(
-        tmp_path, authority=authority, bundle=_bundle(authority, 1, now), extra_args=extra
-    ) as served:
+    with serve_process(tmp_path, areas=spec_areas(now=now), extra_args=extra) as served:
         # Each worker prints its metrics address before the supervisor's "serving on".
         metrics = [
             line.split("metrics on ", 1)[1].strip()
@@ -61,7 +51,7 @@ def workers(tmp_path):
         ]
         yield {
             "proc": served.proc, "port": served.port, "metrics": metrics, "root": tmp_path,
-            "authority": authority, "now": now,
+            "files": served.files, "now": now,
         }  # fmt: skip
 
 
@@ -89,13 +79,19 @@ def test_both_workers_answer(workers):
     # The kernel spreads connections; with 24 connections both workers answered some.
     assert all(s > 0 for s in served), served
     assert sum(served) >= 24
+    # Each worker keeps TUF's trusted metadata of its own: no two write one file.
+    state = workers["root"] / "state"
+    for index in (0, 1):
+        assert (state / f"tuf-worker-{index}" / "metadata" / "timestamp.json").is_file()
+    assert not (state / "tuf").exists()
 
 
 def test_sighup_reload_and_key_rotation_reach_every_worker(workers):
-    root, now = workers["root"], workers["now"]
-    tmp = root / ".bundle.tmp"
-    tmp.write_bytes(_bundle(workers["authority"], 2, now))
-    tmp.replace(root / "bundle.cose")
+    root, now, files = workers["root"], workers["now"], workers["files"]
+    before = files.snapshot_version()
+    files.publish(risk_areas([]))  # the department withdraws area B; the folder is served
+    version = files.snapshot_version()
+    assert version > before
     workers["proc"].send_signal(signal.SIGHUP)
     # An emergency rotation: the only kind that switches at once (no clock to move here).
     rotation = VerdictKeyStore(root / "state", issuer="110000").rotate(now=now, emergency=True)
@@ -103,15 +99,17 @@ def test_sighup_reload_and_key_rotation_reach_every_worker(workers):
 
     def settled(c):
         r = c.submit(_risky(int(time.time())))
-        return r.riskset_version, decode_token(r.token)[0].kid
+        return r.riskset_version, Status(r.status), decode_token(r.token)[0].kid
 
+    # The risky stay no longer meets an area, under the new version and the new key.
+    expected = (version, Status.NO_ABNORMALITY, new_kid)
     deadline = time.monotonic() + 15
     while True:
         results = _each_connection(workers["port"], 12, settled)
-        if all(r == (2, new_kid) for r in results) or time.monotonic() > deadline:
+        if all(r == expected for r in results) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert all(r == (2, new_kid) for r in results), results
+    assert all(r == expected for r in results), results
 
 
 def test_a_killed_worker_is_restarted(workers):
@@ -142,12 +140,8 @@ def test_sigterm_stops_every_worker(workers):
 
 
 def test_workers_0_means_one_per_core(tmp_path):
-    authority = Ed25519Signer.generate()
-    now = int(time.time())
-    bundle = _bundle(authority, 1, now)
-    with serve_process(
-        tmp_path, authority=authority, bundle=bundle, extra_args=("--workers", "0")
-    ) as served:
+    areas = spec_areas(now=int(time.time()))
+    with serve_process(tmp_path, areas=areas, extra_args=("--workers", "0")) as served:
         cores = os.cpu_count() or 1
         if cores > 1:
             assert f"(plaintext, {cores} workers)" in served.banner

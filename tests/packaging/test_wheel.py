@@ -148,7 +148,7 @@ def test_staycheck_verify_works_without_extras(installed: Installed, token_and_k
     [
         (["submit", "--server", "127.0.0.1:1", "--itinerary", "trip.json"], "client"),
         (["keys", "--server", "127.0.0.1:1"], "client"),
-        (["authority", "inspect", "b.cose", "--authority-key", "a.pub"], "server"),
+        (["authority", "repo", "inspect", "--workspace", "ws"], "server"),
         (["serve", "--listen", "127.0.0.1:0"], "server"),
         (["verify", "--qr", "v.png", "--keys", "k.json", "--no-binding-check"], "qr"),
     ],

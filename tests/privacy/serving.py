@@ -1,9 +1,10 @@
 """``staycheck serve`` as a real subprocess, for the canary and memory tests, and what they
 read of it in ``/proc``.
 
-:func:`serve_subprocess` is the one harness's :func:`tests.harness.serve_process`: the
-authority's public key and a bundle in ``root``, the server on ``127.0.0.1:0`` with its own
-state dir and its own ``TMPDIR`` (both under ``root``), stdout kept, stderr in a file. With
+:func:`serve_subprocess` is the one harness's :func:`tests.harness.serve_process`: a TUF
+repository in ``root`` publishing the risk areas given (and the folder it is served from,
+and its ``root.json``), the server on ``127.0.0.1:0`` following it, with its own state dir
+and its own ``TMPDIR`` (both under ``root``), stdout kept, stderr in a file. With
 ``audited=True`` it runs through ``audited_serve.py`` (an audit hook installed before the
 command line starts).
 """
@@ -18,7 +19,6 @@ import sys
 from collections.abc import Iterable, Iterator
 
 import numpy as np
-from staycheck.trust.keys import Ed25519Signer
 
 from tests import harness
 
@@ -34,8 +34,7 @@ ServeProcess = harness.ServeProcess
 def serve_subprocess(
     root: pathlib.Path,
     *,
-    authority: Ed25519Signer,
-    bundle: bytes,
+    areas: harness.Areas,
     audited: bool = False,
     log_level: str = "debug",
     issuer: str = "110000",
@@ -46,8 +45,7 @@ def serve_subprocess(
     optionally through the audit-hook launcher."""
     with harness.serve_process(
         root,
-        authority=authority,
-        bundle=bundle,
+        areas=areas,
         issuer=issuer,
         log_level=log_level,
         extra_args=extra_args,

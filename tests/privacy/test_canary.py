@@ -20,8 +20,15 @@ state dir, the temp dir, the metrics output, or what the client got back with ea
 (details, debug string, trailing metadata; on the partner stream, each item's error); every
 metric label value is one of a fixed set; the audit shows no write-open, rename, connect (or
 other file system, network or process event) while requests were handled, in every process
-of the server; the state and temp dirs are unchanged; the TCP sockets of every server
-process are the listeners and accepted connections only.
+of the server; the state and temp dirs and the repository folder the server follows are
+unchanged; the TCP sockets of every server process are the listeners and accepted
+connections only.
+
+The server follows a TUF repository in a local folder, written by the test before the
+server starts, with SPEC.md's area B (risk areas, not itineraries): TUF keeps its metadata
+and the downloaded areas file in the state dir. Those files are shown to be byte for byte
+files of the repository, and are not scanned (the areas carry Tianjin's city code, which
+every itinerary's first stay uses too); everything else in the state dir is.
 
 Where a check cannot mean the same in a mode, the test says so in an explicit condition:
 a partner stream is one call (one access log line, one ``requests_total`` count) for many
@@ -54,14 +61,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from staycheck.cli.samples import cities
 from staycheck.geo.itinerary import Status
 from staycheck.trust import cose
-from staycheck.trust.keys import Ed25519Signer
 from staycheck.trust.verdict import ALLOWED_CLAIMS, decode_token
 from staycheck.v1 import partner_pb2 as ppb
 from staycheck.v1 import partner_pb2_grpc as ppb_grpc
 from staycheck.v1 import verification_pb2 as pb
 from staycheck.v1 import verification_pb2_grpc as pb_grpc
 
-from tests.helpers import DAY, HOUR, spec_bundle
+from tests import harness
+from tests.helpers import DAY, HOUR, spec_areas
 from tests.integration.partner_helpers import PartnerEntry, make_pki, write_partners
 from tests.privacy.canaries import CanaryIndex, float_forms, time_forms
 from tests.privacy.serving import (
@@ -424,10 +431,8 @@ def run(request, tmp_path_factory: pytest.TempPathFactory):
     """One server, 1 000 itineraries; everything the tests below look at."""
     mode = MODES[request.param]
     root = tmp_path_factory.mktemp(f"canary-{request.param}")
-    authority = Ed25519Signer.generate()
     now = int(time.time())
     p = plan(now)
-    bundle = spec_bundle(authority, now=now, issued_at=now - HOUR, expires_at=now + 2 * DAY)
     info: dict = {"mode": mode, "given": {}}
     extra = ["--metrics-listen", "127.0.0.1:0", "--access-log", "--log-format", mode.log_format]
     if mode.partner:
@@ -442,8 +447,7 @@ def run(request, tmp_path_factory: pytest.TempPathFactory):
         extra += ["--workers", str(mode.workers)]
     with serve_subprocess(
         root / "srv",
-        authority=authority,
-        bundle=bundle,
+        areas=spec_areas(now=now),
         audited=True,
         extra_args=tuple(extra),
         extra_env={"PYTHONDONTWRITEBYTECODE": "1"},  # no .pyc writes from lazy imports
@@ -465,6 +469,7 @@ def run(request, tmp_path_factory: pytest.TempPathFactory):
         info["listening"] = {srv.port} | info["metrics_ports"]
         before = {"state": snapshot(srv.state_dir), "tmp": snapshot(srv.tmp_dir)}
         before |= {name: snapshot(d) for name, d in info["given"].items()}
+        before["served"] = snapshot(srv.files.served)
         if mode.partner:
             m = srv.wait_for_stdout(r"partners on 127\.0\.0\.1:(\d+) \(mutual TLS\)")
             assert m, srv.stdout_text()
@@ -484,6 +489,7 @@ def run(request, tmp_path_factory: pytest.TempPathFactory):
             assert srv.wait_for_stderr(f"AUDIT {pid} disarmed"), srv.stderr_text()
         after = {"state": snapshot(srv.state_dir), "tmp": snapshot(srv.tmp_dir)}
         after |= {name: snapshot(d) for name, d in info["given"].items()}
+        after["served"] = snapshot(srv.files.served)
         info |= {"before": before, "after": after, "port": port}
         info["exit"] = srv.stop()
     return p, outcome, srv, info
@@ -527,18 +533,64 @@ def test_no_canary_in_stdout_or_stderr(run):
     assert "Traceback" not in stderr
 
 
+def repository_copies(srv: harness.ServeProcess) -> set[pathlib.Path]:
+    """The files of the state dir that are, byte for byte, a file of the repository the
+    server follows (TUF's trusted metadata and the downloaded targets, under ``tuf/``, or
+    ``tuf-worker-N/`` for each worker of ``--workers``; the
+    test wrote the repository from the risk areas before the server started). They hold
+    the risk areas, whose city code is Tianjin's, like every itinerary's first stay: they
+    are shown to be copies of what was served instead of being scanned."""
+    assert srv.files is not None
+    served = srv.files.served
+    published = {f.read_bytes() for f in served.rglob("*") if f.is_file()}
+    published.add(srv.files.trusted_root.read_bytes())
+    return {f for f in srv.state_dir.rglob("*") if f.is_file() and f.read_bytes() in published}
+
+
+def find_in_state_dir(index: CanaryIndex, srv: harness.ServeProcess) -> dict[str, set[bytes]]:
+    """Canaries in every name under the state dir, and in every file there but the
+    :func:`repository_copies`."""
+    copies = repository_copies(srv)
+    hits = {}
+    for path in sorted(srv.state_dir.rglob("*")):
+        rel = str(path.relative_to(srv.state_dir))
+        found = index.find(rel)
+        if path.is_file() and path not in copies:
+            found |= index.find(path.read_bytes())
+        if found:
+            hits[rel] = found
+    return hits
+
+
 def test_no_canary_in_the_state_dir_or_temp_dir(run):
     p, _, srv, info = run
     index = CanaryIndex(p.canaries())
-    assert index.find_in_tree(srv.state_dir) == {}
+    assert find_in_state_dir(index, srv) == {}
     assert index.find_in_tree(srv.tmp_dir) == {}
     # The files the test gave the server beside its root (the partner PKI) too.
     for given in info["given"].values():
         assert index.find_in_tree(given) == {}
-    # Nothing new beside them either: the root holds what the test put there and the
+    # Nothing new beside them either: the root holds what the test put there (the
+    # authority's workspace, the folder served from it and its root.json) and the
     # server's own dirs.
     names = {p.name for p in srv.root.iterdir()}
-    assert names == {"authority.pub", "bundle.cose", "state", "tmp", "server.err", "server.out"}
+    assert names == {
+        *("authority", "served", "root.json"),
+        *("state", "tmp", "server.err", "server.out"),
+    }
+
+
+def test_only_tuf_files_of_the_state_dir_are_repository_copies(run):
+    """What :func:`find_in_state_dir` leaves out is what it says: TUF's files, every one
+    of them byte for byte from the repository, the areas file among them; the server's own
+    files (its verdict keys) are scanned."""
+    *_, srv, _ = run
+    copies = repository_copies(srv)
+    tuf = [d for d in srv.state_dir.iterdir() if d.name == "tuf" or d.name.startswith("tuf-")]
+    assert tuf
+    assert {f for d in tuf for f in d.rglob("*") if f.is_file()} == copies
+    assert any(f.name.endswith("health.pb") for f in copies), sorted(copies)  # the areas
+    assert any(f.is_file() and f not in copies for f in srv.state_dir.rglob("*"))
 
 
 def sample(texts: list[str], name: str, labels: str) -> float:
@@ -594,6 +646,12 @@ def test_every_metric_label_value_is_from_a_fixed_set(run):
         | {"ServerReflectionInfo"},
         "code": {c.name for c in grpc.StatusCode},
         "status": {s.name for s in Status},
+        # The repository's refreshes (server/metrics.py): this one is good, so every
+        # refresh is accepted or finds nothing new (a refusal's reason, an exception
+        # class name, would be a label too, and a failure of this run).
+        "outcome": {"accepted", "unchanged"},
+        # The roles the server trusts: the top-level ones and the one department.
+        "role": {"root", "timestamp", "snapshot", "targets", harness.DEPARTMENT},
     }
     seen = 0
     for line in "\n".join(info["metrics"]).splitlines():
@@ -625,7 +683,7 @@ def test_no_city_code_used_is_printed_or_stored(run):
     stderr = masked(srv.stderr_text(), calls=outcome.calls)
     for text in (srv.stdout_text(), stderr, "\n".join(outcome.refusals)):
         assert codes.find(text) == set()
-    assert codes.find_in_tree(srv.state_dir) == {}
+    assert find_in_state_dir(codes, srv) == {}
     assert codes.find_in_tree(srv.tmp_dir) == {}
 
 
@@ -732,13 +790,9 @@ def test_the_audit_hook_reports_in_forked_workers(tmp_path):
     """The workers mode above can fail too: under ``--workers 2``, armed at start, each
     forked worker reports its own events (its metrics endpoint binds a socket from Python
     code) under its own pid, and SIGUSR1 sent to the supervisor disarms every worker."""
-    authority = Ed25519Signer.generate()
-    now = int(time.time())
-    bundle = spec_bundle(authority, now=now, issued_at=now - HOUR, expires_at=now + 2 * DAY)
     with serve_subprocess(
         tmp_path,
-        authority=authority,
-        bundle=bundle,
+        areas=spec_areas(now=int(time.time())),
         audited=True,
         extra_args=("--workers", "2", "--metrics-listen", "127.0.0.1:0"),
         extra_env={"AUDIT_ARM": "start", "PYTHONDONTWRITEBYTECODE": "1"},

@@ -17,10 +17,9 @@ import random
 import time
 
 from staycheck.client import StayCheckClient
-from staycheck.trust.keys import Ed25519Signer
 
 from tests.harness import serve_process
-from tests.helpers import BJ_LON, DAY, HOUR, itinerary, live_bundle, stay
+from tests.helpers import BJ_LON, DAY, HOUR, itinerary, spec_areas, stay
 from tests.privacy.serving import doubles_in_memory
 
 REQUESTS = 1000
@@ -33,13 +32,11 @@ def _canaries(seed: int) -> list[float]:
 
 
 def _found_after_requests(root: pathlib.Path, *extra_args: str) -> set[float]:
-    authority = Ed25519Signer.generate()
     now = int(time.time())
-    bundle = live_bundle(authority, now=now)
     canaries = _canaries(seed=len(extra_args))
     arrival = now - 3 * DAY
     with serve_process(
-        root, authority=authority, bundle=bundle, log_level="warning", extra_args=extra_args
+        root, areas=spec_areas(now=now), log_level="warning", extra_args=extra_args
     ) as srv:
         with StayCheckClient(srv.target) as client:
             for lat in [*canaries, 39.9042]:

@@ -42,7 +42,7 @@ from tests.helpers import (
     TJ_LON,
     itinerary,
     running_server,
-    spec_bundle,
+    spec_areas,
     stay,
 )
 
@@ -142,9 +142,9 @@ def live_marked_objects(lats: set[float]) -> list[str]:
 # --- no retention -----------------------------------------------------------------------
 
 
-def test_no_request_object_survives_a_batch(tmp_path, authority, clock):
+def test_no_request_object_survives_a_batch(tmp_path, clock):
     lats = {marker_lat(i) for i in range(200)}
-    with running_server(tmp_path, spec_bundle(authority), authority=authority, clock=clock) as s:
+    with running_server(tmp_path, spec_areas(), clock=clock) as s:
         counts = submit_all(s.target, requests(200))
         assert counts["INVALID_ARGUMENT"] == 50
         assert counts["REVIEW_REQUIRED"] > 0 and counts["NO_ABNORMALITY"] > 0
@@ -196,14 +196,16 @@ def _probe(s) -> list[tuple[int, bytes, dict]]:
     return out
 
 
-def test_a_busy_server_answers_like_a_fresh_one(tmp_path, authority, clock):
-    bundle = spec_bundle(authority)
-    with running_server(tmp_path / "busy", bundle, authority=authority, clock=clock) as busy:
+def test_a_busy_server_answers_like_a_fresh_one(tmp_path, clock):
+    with running_server(tmp_path / "busy", spec_areas(), clock=clock) as busy:
         # Issue 4: a server that has answered 10 000 itineraries (a quarter invalid).
         counts = submit_all(busy.target, requests(10_000, offset=200))
         assert sum(counts.values()) == 10_000 and counts["INVALID_ARGUMENT"] == 2_500
         after_work = _probe(busy)
-    with running_server(tmp_path / "fresh", bundle, authority=authority, clock=clock) as fresh:
+        busy_version = busy.snapshot_version()
+    # Another repository made the same way publishes the same areas at the same version.
+    with running_server(tmp_path / "fresh", spec_areas(), clock=clock) as fresh:
+        assert fresh.snapshot_version() == busy_version
         first = _probe(fresh)
     assert [p[0] for p in first] == [int(st) for _, st in PROBES for _ in (0, 1)]
     assert [(st, claims) for st, claims, _ in after_work] == [
@@ -229,7 +231,8 @@ def test_claims_are_exactly_the_allowlist(spec_server, binding):
     # docs/formats.md: status, bundle version, and for a bound verdict the binding with the
     # Argon2id parameters it was derived with (the client's defaults: 64 MiB, 2, 4).
     assert set(private) == ({1, 2, 3, 4} if binding else {1, 2})
-    assert private[1] == int(Status.REVIEW_REQUIRED) and private[2] == 1
+    assert private[1] == int(Status.REVIEW_REQUIRED)
+    assert private[2] == spec_server.snapshot_version()  # the version of the set in use
     if binding:
         assert private[3] == binding
         assert private[4] == [65536, 2, 4]

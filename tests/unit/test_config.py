@@ -11,26 +11,26 @@ import pytest
 from staycheck.geo.errors import ConfigurationError
 from staycheck.server.config import KEYS, ServerConfig, build_config, effective
 
-NO_ISSUER = {
-    "listen": "127.0.0.1:0",
-    "bundle": "/srv/bundle.cose",
-    "authority_key": "/etc/staycheck/authority.pub",
-    "state_dir": "/var/lib/staycheck",
-}
 BASE = {
     "listen": "127.0.0.1:0",
-    "bundle": "/srv/bundle.cose",
-    "authority_key": "/etc/staycheck/authority.pub",
+    "repository": "https://risk-areas.example/",
+    "trusted_root": "/etc/staycheck/root.json",
     "state_dir": "/var/lib/staycheck",
     "issuer": "110000",
 }
+
+
+def without(key: str) -> dict[str, str]:
+    return {k: v for k, v in BASE.items() if k != key}
 
 
 def test_defaults_come_from_the_dataclass():
     config = build_config(file=BASE)
     assert config.workers == 1 and config.max_message_bytes == 256 * 1024
     assert config.metrics_listen is None and config.access_log is False
-    assert config.bundle_path == pathlib.Path("/srv/bundle.cose")
+    assert config.repository == "https://risk-areas.example/"
+    assert config.trusted_root_path == pathlib.Path("/etc/staycheck/root.json")
+    assert config.repository_refresh_s == 60.0 and config.repository_timeout_s == 30.0
     assert config.limits.max_stays == 1000
 
 
@@ -61,7 +61,18 @@ def test_environment_booleans(value, expected):
         ({**BASE, "workers": "two"}, {}, "workers: must be int"),
         ({**BASE, "workers": True}, {}, "workers: must be int"),
         (BASE, {"STAYCHECK_GRACE_S": "soon"}, "grace_s: must be float"),
-        (NO_ISSUER, {}, "missing required setting(s): issuer"),
+        (without("issuer"), {}, "missing required setting(s): issuer"),
+        (without("repository"), {}, "missing required setting(s): repository"),
+        (without("trusted_root"), {}, "missing required setting(s): trusted_root"),
+        # The settings of the retired bundle file are unknown now, not silently ignored.
+        ({**BASE, "bundle": "/srv/bundle.cose"}, {}, "unknown key 'bundle'"),
+        ({**BASE, "authority_key": "/etc/a.pub"}, {}, "unknown key 'authority_key'"),
+        (BASE, {"STAYCHECK_BUNDLE": "/srv/b.cose"}, "unknown variable STAYCHECK_BUNDLE"),
+        (BASE, {"STAYCHECK_AUTHORITY_KEY": "/a.pub"}, "unknown variable STAYCHECK_AUTHORITY_KEY"),
+        ({**BASE, "max_bundle_bytes": 1024}, {}, "unknown key 'max_bundle_bytes'"),
+        ({**BASE, "bundle_read_timeout_s": 5}, {}, "unknown key 'bundle_read_timeout_s'"),
+        ({**BASE, "repository": ""}, {}, "repository: must be str"),
+        ({**BASE, "repository_timeout_s": 0}, {}, "repository_timeout_s: must be above 0"),
         ({**BASE, "issuer": "110100"}, {}, "issuer: must be a six-digit province code"),
         ({**BASE, "listen": "0.0.0.0:50051"}, {}, "refusing plaintext on a non-loopback"),
         ({**BASE, "log_level": "loud"}, {}, "log_level"),
@@ -108,10 +119,11 @@ def test_config_check_cli(tmp_path):
         [staycheck, "config", "check", str(path)], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2
-    assert "missing required setting(s): state_dir, issuer" in bad.stderr
-    # And one source of risk areas: a repository with its root, or a bundle with its key.
-    path.write_text('listen = "127.0.0.1:0"\nstate_dir = "s"\nissuer = "110000"\n', "utf-8")
-    none = subprocess.run(
+    assert "missing required setting(s): repository, trusted_root, state_dir, issuer" in bad.stderr
+    # A file of the retired bundle settings: refused, naming the key.
+    old = {**without("repository"), "bundle": "/srv/bundle.cose"}
+    path.write_text("\n".join(f'{k} = "{v}"' for k, v in old.items()) + "\n", "utf-8")
+    retired = subprocess.run(
         [staycheck, "config", "check", str(path)], capture_output=True, text=True, timeout=60
     )
-    assert none.returncode == 2 and "one of the two" in none.stderr
+    assert retired.returncode == 2 and "unknown key 'bundle'" in retired.stderr

@@ -459,8 +459,8 @@ def test_malformed_key_set_members_are_refused(top, key_member, message):
 
 BASE = {
     "listen": "127.0.0.1:0",
-    "bundle": "/srv/bundle.cose",
-    "authority_key": "/etc/staycheck/authority.pub",
+    "repository": "https://risk-areas.example/",
+    "trusted_root": "/etc/staycheck/root.json",
     "state_dir": "/var/lib/staycheck",
     "issuer": ISSUER,
 }

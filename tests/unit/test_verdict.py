@@ -32,7 +32,6 @@ from staycheck.trust.binding import (
     binding_matches,
     compute_binding,
 )
-from staycheck.trust.bundles import sign_bundle
 from staycheck.trust.keys import Ed25519Signer, KeySet, PublicKey, VerdictKeySet
 from staycheck.trust.verdict import (
     MAX_TOKEN_CHARS,
@@ -503,12 +502,6 @@ def _edit_bytes(change: Callable[[bytes], bytes]) -> Callable[[Ed25519Signer], A
     return _edit(lambda t: to_token(change(cose_bytes(t))))
 
 
-def _bundle_signed_by_the_verdict_key(s: Ed25519Signer) -> Attack:
-    _, issued = make_token(s)
-    data = sign_bundle(cbor2.dumps(claims_of(issued), canonical=True), s)
-    return Attack(to_token(data), verdict_keys(s))
-
-
 def _pad_to_too_long(token: str) -> str:
     return " " * (MAX_TOKEN_CHARS + 1 - len(token)) + token
 
@@ -605,12 +598,6 @@ REJECTS: list[tuple[str, Callable[[Ed25519Signer], Attack], type[SignedDataError
     ("iat_as_text", _claims(_set(6, str(IAT))), MalformedError, "malformed"),
     ("exp_negative", _claims(_set(4, -1)), MalformedError, "malformed"),
     ("claims_empty_map", _claims(lambda c: c.clear()), MalformedError, "malformed"),
-    (
-        "bundle_signed_by_the_verdict_key",
-        _bundle_signed_by_the_verdict_key,
-        MalformedError,
-        "malformed",
-    ),
     ("no_prefix", _edit(lambda t: t[4:]), MalformedError, "malformed"),
     ("lowercase_prefix", _edit(lambda t: "sc1:" + t[4:]), MalformedError, "malformed"),
     ("other_prefix_version", _edit(lambda t: "SC2:" + t[4:]), MalformedError, "malformed"),

@@ -290,11 +290,13 @@ class GetRiskAreaStatusResponse(_message.Message):
     TOLERANCE_M_FIELD_NUMBER: _builtins.int
     FLAGGED_LEVELS_FIELD_NUMBER: _builtins.int
     serving: _builtins.bool
-    """True when a valid, unexpired bundle is in use."""
+    """True when a valid, unexpired risk-area set is in use."""
     version: _builtins.int
     area_count: _builtins.int
     digest: _builtins.str
-    """SHA-256 of the signed bundle file, hex."""
+    """SHA-256, hex, over the signed hashes of the policy and every department's areas file:
+    equal on two servers exactly when they match against the same areas.
+    """
     window_days: _builtins.int
     min_stay_seconds: _builtins.int
     tolerance_m: _builtins.float
