@@ -21,6 +21,17 @@ def rpc_failed(e: Any) -> NoReturn:
     )
 
 
+def oblivious_failed(e: Any) -> NoReturn:
+    """:func:`rpc_failed` for a call through Oblivious HTTP (the same codes, the same
+    details: the gateway passes them on inside the encrypted answer)."""
+    if e.http_status is None or e.code.name != "UNAVAILABLE":
+        fail(
+            f"server refused: {e.code.name}: {e.details}",
+            EXIT_USAGE if e.code.name == "INVALID_ARGUMENT" else EXIT_REFUSED,
+        )
+    fail(f"submit --oblivious: {e.details}", EXIT_REFUSED)
+
+
 def reachable(target: str, channel: Any, *, tls: bool, timeout_s: float = 2.0) -> None:
     """Fail at once, with what to do, when ``target`` cannot take calls on ``channel``:
     nothing listens there, or it speaks the other of TLS and plaintext."""

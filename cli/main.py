@@ -6,6 +6,7 @@ own.
 - ``submit``, ``keys`` (:mod:`staycheck.cli.traveller`): the traveller's side.
 - ``verify`` (:mod:`staycheck.cli.verifier`): a hotel's or venue's offline check.
 - ``verify-online``, ``batch``, ``certs demo`` (:mod:`staycheck.cli.partner`): partners.
+- ``relay`` (:mod:`staycheck.cli.relay`): an Oblivious HTTP relay, for tests and the demo.
 - ``demo`` (:mod:`staycheck.cli.demo`): the whole story on embedded sample data.
 
 Building the parser imports no third-party package: each command imports what it needs when
@@ -24,7 +25,7 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
-from staycheck.cli import authority, partner, serve, traveller, verifier
+from staycheck.cli import authority, partner, relay, serve, traveller, verifier
 from staycheck.cli.common import EXIT_USAGE, fail, missing_extra
 from staycheck.geo.errors import Error
 
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_rotate_parser(traveller.add_parsers(sub))
     verifier.add_parsers(sub)
     partner.add_parsers(sub)
+    relay.add_parsers(sub)
     p = sub.add_parser("demo", help="the whole story on embedded sample data")
     p.add_argument(
         "--keep",

@@ -24,6 +24,7 @@ SERVE_FLAGS = (
     "state_dir", "issuer",
     "tls_cert", "tls_key",
     "insecure", "partner_listen", "partner_ca", "partners", "trust_store", "metrics_listen",
+    "ohttp_listen",
     "access_log", "log_level", "log_format", "workers", "scrub_freed_memory",
     "key_refresh_interval_s", "key_publish_ahead_s", "verdict_key",
 )  # fmt: skip
@@ -201,6 +202,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--partners", metavar="TOML", help="partners file: identities, methods, budget")
     p.add_argument("--trust-store", metavar="TOML", help="other issuers VerifyVerdict accepts")
     p.add_argument("--metrics-listen", metavar="HOST:PORT", help="Prometheus endpoint (off)")
+    p.add_argument(
+        "--ohttp-listen",
+        metavar="HOST:PORT",
+        help="the Oblivious HTTP gateway (RFC 9458; off): POST message/ohttp-req at /, keys "
+        "at /.well-known/ohttp-gateway; reach it only through a relay run by someone else",
+    )
     p.add_argument("--access-log", action="store_true", help="one log line per call (no body)")
     p.add_argument(
         "--scrub-freed-memory",
@@ -237,6 +244,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     c.add_argument("file", metavar="FILE")
     c.set_defaults(func=cmd_config_check, extra="server")
+
+
+def cmd_rotate_gateway(args: argparse.Namespace) -> int:
+    from staycheck.server.gateway_keys import GatewayKeyStore
+
+    store = GatewayKeyStore(pathlib.Path(args.state_dir))
+    key_id = store.rotate(now=now(), grace_s=args.grace)
+    print(f"gateway key {key_id} published; the previous one opens requests for {args.grace} s")
+    return EXIT_OK
 
 
 def add_rotate_parser(ksub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -285,3 +301,23 @@ def add_rotate_parser(ksub: argparse._SubParsersAction[argparse.ArgumentParser])
         "with a new key at once; every verifier must fetch the key set again",
     )
     r.set_defaults(func=cmd_rotate, extra="server")
+
+    g = ksub.add_parser(
+        "rotate-gateway",
+        help="a new Oblivious HTTP gateway key; the old one still opens requests for --grace",
+        description="Make a new Oblivious HTTP gateway key (the next free key id) and publish "
+        "it at /.well-known/ohttp-gateway in place of the old one, which is no longer listed "
+        "but still opens requests for the grace period (clients that fetched the old "
+        "configuration); keys past their grace are deleted. Running servers on this state "
+        "dir pick the change up within seconds. Every replica must get the same keys.",
+    )
+    g.add_argument("--state-dir", required=True, metavar="DIR")
+    g.add_argument(
+        "--grace",
+        type=duration_s,
+        default="7d",
+        metavar="DURATION",
+        help="how long a retired key still opens requests (default 7d; longer than clients "
+        "keep the configuration, a day)",
+    )
+    g.set_defaults(func=cmd_rotate_gateway, extra="server")

@@ -11,7 +11,7 @@ import re
 import sys
 from typing import Any
 
-from staycheck.cli.calls import reachable, rpc_failed
+from staycheck.cli.calls import oblivious_failed, reachable, rpc_failed
 from staycheck.cli.common import (
     EXIT_OK,
     check_writable,
@@ -114,13 +114,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
         import segno  # noqa: F401 (the qr extra, checked before submitting)
     elif args.qr is not None:
         _check_qr_target(args.qr)
-    with _client(args.server, args.ca) as c:
-        try:
-            submitted = c.submit_for(itinerary, subject_id=args.subject_id)
-        except ValueError as e:  # an empty identity number
-            fail(f"submit: --subject-id: {e}")
-        except grpc.RpcError as e:
-            rpc_failed(e)
+    if args.oblivious:
+        submitted = _submit_oblivious(args, itinerary)
+    else:
+        if args.server is None:
+            fail("submit: give --server HOST:PORT, or --oblivious with --relay and --gateway-keys")
+        with _client(args.server, args.ca) as c:
+            try:
+                submitted = c.submit_for(itinerary, subject_id=args.subject_id)
+            except ValueError as e:  # an empty identity number
+                fail(f"submit: --subject-id: {e}")
+            except grpc.RpcError as e:
+                rpc_failed(e)
     response = submitted.response
     status = Status(response.status)
     out = {
@@ -149,6 +154,30 @@ def cmd_submit(args: argparse.Namespace) -> int:
         except OSError as e:
             fail(f"submit: --qr: cannot write {args.qr} ({e.strerror or e}); the verdict is above")
     return EXIT_OK
+
+
+def _submit_oblivious(args: argparse.Namespace, itinerary: Any) -> Any:
+    """Through the relay: the relay learns the address and ciphertext, the gateway the
+    itinerary and the relay's address (docs/rules.md, section 6)."""
+    import ssl
+
+    from staycheck.client.oblivious import (
+        ObliviousCallError,
+        ObliviousClient,
+        load_key_configs,
+    )
+
+    if args.server is not None or args.relay is None or args.gateway_keys is None:
+        fail("submit: --oblivious takes --relay URL and --gateway-keys URL|FILE, not --server")
+    context = None if args.ca is None else ssl.create_default_context(cafile=args.ca)
+    try:
+        configs = load_key_configs(args.gateway_keys, context=context)
+        client = ObliviousClient(args.relay, configs, context=context)
+        return client.submit_for(itinerary, subject_id=args.subject_id)
+    except ValueError as e:  # an empty identity number, or unusable gateway keys
+        fail(f"submit: {e}")
+    except ObliviousCallError as e:
+        oblivious_failed(e)
 
 
 def _check_qr_target(path: str) -> None:
@@ -180,7 +209,7 @@ def add_parsers(
     """``submit`` and ``keys``; returns the subcommands of ``keys`` (``rotate`` is added by
     the operator's module)."""
     p = sub.add_parser("submit", help="submit an itinerary, print the verdict")
-    p.add_argument("--server", required=True, metavar="HOST:PORT", type=server_address)
+    p.add_argument("--server", metavar="HOST:PORT", type=server_address)
     p.add_argument("--itinerary", required=True, metavar="FILE.json")
     p.add_argument(
         "--subject-id",
@@ -193,6 +222,19 @@ def add_parsers(
         help="also write the presentation as a QR image, or draw it on the terminal (-)",
     )
     p.add_argument("--ca", metavar="PEM", help="use TLS, trusting this CA")
+    p.add_argument(
+        "--oblivious",
+        action="store_true",
+        help="submit through an Oblivious HTTP relay (RFC 9458) instead of --server: the "
+        "relay sees your address but not the itinerary, the gateway the reverse",
+    )
+    p.add_argument("--relay", metavar="URL", help="with --oblivious: the relay's URL")
+    p.add_argument(
+        "--gateway-keys",
+        metavar="URL|FILE",
+        help="with --oblivious: the gateway's key configuration (its "
+        "/.well-known/ohttp-gateway, or a file of application/ohttp-keys)",
+    )
     p.set_defaults(func=cmd_submit, extra="client")
 
     p = sub.add_parser("keys", help="print the server's verdict keys (JWKS); rotate them")

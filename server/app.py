@@ -20,6 +20,7 @@ running the process, ``staycheck serve``'s :func:`run`, is ``staycheck.server.pr
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,9 @@ from staycheck.server.bundles import ReloadResult, RepositoryBundles
 from staycheck.server.config import ServerConfig, read_file
 from staycheck.server.errors import DecodeGuard
 from staycheck.server.follower import RepositoryFollower
+from staycheck.server.gateway import ObliviousGateway
+from staycheck.server.gateway_http import GatewayListener
+from staycheck.server.gateway_keys import GatewayKeyStore
 from staycheck.server.keystore import VerdictKeyStore
 from staycheck.server.listeners import Listeners
 from staycheck.server.metrics import Metrics, ObservingInterceptor
@@ -144,6 +148,26 @@ class StayCheckServer:
                 PartnerVerificationServicer(self.core, lambda: self._trust), partner
             )
             health_pb2_grpc.add_HealthServicer_to_server(self.health, partner)
+        self.gateway_keys: GatewayKeyStore | None = None
+        self._gateway: GatewayListener | None = None
+        if config.ohttp_listen is not None:
+            self.gateway_keys = GatewayKeyStore(config.state_dir)
+            self.gateway_keys.load_or_create(now=clock())
+            gateway = ObliviousGateway(
+                self.core,
+                lambda: self.gateway_keys.keys,  # type: ignore[union-attr]
+                max_message_bytes=config.max_message_bytes,
+                on_answer=self.metrics.observe_oblivious if self.metrics is not None else None,
+            )
+            self._gateway = GatewayListener(
+                gateway,
+                config.ohttp_listen,
+                ssl_context=self._gateway_tls(),
+                reuse_port=reuse_port,
+                # The request's protobuf, its Binary HTTP framing and the encapsulation.
+                max_body=config.max_message_bytes + 4096,
+            )
+        self.ohttp_port = 0
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="watcher", daemon=True)
@@ -182,6 +206,18 @@ class StayCheckServer:
             )
         return values
 
+    def _gateway_tls(self) -> ssl.SSLContext | None:
+        """The server's certificate for the gateway listener too, when it has one."""
+        config = self.config
+        if config.tls_cert_path is None or config.tls_key_path is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(config.tls_cert_path, config.tls_key_path)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigurationError(f"tls: cannot load the certificate and key ({e})") from e
+        return context
+
     def _build_trust(self) -> TrustStore:
         own = Issuer(self.config.issuer, "self", self.keys.key_set(now=self._clock()))
         return self._other_issuers.with_issuer(own)
@@ -209,6 +245,8 @@ class StayCheckServer:
                 self.metrics_port = self.metrics.serve(self.config.metrics_listen)
             except OSError as e:
                 raise ConfigurationError(f"metrics_listen: cannot bind ({e.strerror})") from e
+        if self._gateway is not None:
+            self.ohttp_port = self._gateway.start()
         self._listeners.start()  # last but the watcher: once the public port answers, all do
         self._watcher.start()
         return self.port
@@ -250,6 +288,10 @@ class StayCheckServer:
                 if self._reload_requested.is_set() or self.bundles.changed():
                     self._reload_requested.clear()
                     self.bundles.reload()
+                if self.gateway_keys is not None and self.gateway_keys.reload_if_changed(
+                    now=self._clock()
+                ):
+                    log.info("oblivious gateway keys reloaded")
                 if not self.reload_keys() and self._clock() - last_trust >= 60:
                     self._trust = self._build_trust()  # drop keys whose verdicts all expired
                     last_trust = self._clock()
@@ -269,6 +311,8 @@ class StayCheckServer:
         if drain > 0:
             time.sleep(drain)
         grace = self.config.grace_s if grace is None else grace
+        if self._gateway is not None:
+            self._gateway.stop(grace)
         self._listeners.stop(grace)
         if self.metrics is not None:
             self.metrics.close()

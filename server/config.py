@@ -97,6 +97,9 @@ class ServerConfig:
     """TOML file of partners (``staycheck.server.partner_access``)."""
     trust_store_path: pathlib.Path | None = None
     """TOML trust store of other issuers whose verdicts VerifyVerdict accepts."""
+    ohttp_listen: str | None = None
+    """HOST:PORT of the Oblivious HTTP gateway (RFC 9458, docs/deploy.md); off when None.
+    Its keys live in ``ohttp/`` of the state dir (``staycheck keys rotate-gateway``)."""
     metrics_listen: str | None = None
     """HOST:PORT of the Prometheus endpoint; off when None."""
     access_log: bool = False
@@ -143,6 +146,13 @@ class ServerConfig:
             )
         if ":" not in self.listen:
             raise ConfigurationError("listen: must be HOST:PORT")
+        if self.ohttp_listen is not None:
+            if ":" not in self.ohttp_listen:
+                raise ConfigurationError("ohttp_listen: must be HOST:PORT")
+            if self.workers != 1 and self.ohttp_listen.endswith(":0"):
+                raise ConfigurationError(
+                    "ohttp_listen: give a fixed port with --workers (the workers share it)"
+                )
         if (self.tls_cert_path is None) != (self.tls_key_path is None):
             raise ConfigurationError("tls: give both the certificate and the key")
         if not self.tls and not self.insecure and not is_loopback(self.listen):
@@ -216,6 +226,7 @@ KEYS: dict[str, tuple[str, type]] = {
     "partners": ("partners_path", pathlib.Path),
     "trust_store": ("trust_store_path", pathlib.Path),
     "metrics_listen": ("metrics_listen", str),
+    "ohttp_listen": ("ohttp_listen", str),
     "access_log": ("access_log", bool),
     "scrub_freed_memory": ("scrub_freed_memory", bool),
     "log_level": ("log_level", str),

@@ -5,6 +5,8 @@ Metrics (on their own port, off by default; ``--metrics-listen HOST:PORT``):
 - ``staycheck_requests_total{method, code}`` and
   ``staycheck_request_duration_seconds{method}``: per call;
 - ``staycheck_verdicts_total{status}``: NO_ABNORMALITY / REVIEW_REQUIRED;
+- ``staycheck_oblivious_requests_total{outcome}``: the Oblivious HTTP gateway's answers
+  (``ok``, a gRPC code name, ``refused``);
 - ``staycheck_bundle_version``, ``staycheck_bundle_issued_timestamp_seconds``,
   ``staycheck_bundle_expiry_timestamp_seconds``, ``staycheck_bundle_age_seconds``,
   ``staycheck_bundle_serving`` (1 when a valid bundle is in use);
@@ -74,6 +76,13 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),
             registry=self.registry,
         )
+        self.oblivious = Counter(
+            "staycheck_oblivious_requests",
+            "Oblivious HTTP requests by outcome: ok, a gRPC code name, or refused (the "
+            "encapsulation did not open).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.verdicts = Counter(
             "staycheck_verdicts",
             "Verdicts issued, by status.",
@@ -85,6 +94,9 @@ class Metrics:
 
     def observe_verdict(self, status: Status) -> None:
         self.verdicts.labels(status.name).inc()
+
+    def observe_oblivious(self, outcome: str) -> None:
+        self.oblivious.labels(outcome).inc()
 
     def add_state(self, state: Callable[[], dict[str, float | dict[str, float]]]) -> None:
         """Gauges computed at scrape time from ``state()`` (risk-area, repository and key

@@ -92,6 +92,10 @@ def _print_side_ports(config: ServerConfig, server: StayCheckServer, prefix: str
     if config.metrics_listen is not None:
         mhost = config.metrics_listen.rsplit(":", 1)[0]
         say(f"{prefix}metrics on http://{mhost}:{server.metrics_port}/metrics")
+    if config.ohttp_listen is not None:
+        ohost = config.ohttp_listen.rsplit(":", 1)[0]
+        scheme = "https" if config.tls else "http"
+        say(f"{prefix}oblivious gateway on {scheme}://{ohost}:{server.ohttp_port}/")
 
 
 def run_worker(

@@ -83,6 +83,25 @@ def test_readme_examples_run_as_written(tmp_path):
     assert "batch: 3 lines, 1 error\n" in result.stderr
 
 
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_the_oblivious_block_runs_as_written(tmp_path):
+    """The first example, then the Oblivious HTTP block in the same folder: a verdict
+    obtained through the relay verifies offline, bound to the ID card."""
+    first = next(b for b in _blocks() if "/tmp/staycheck-example" in b)
+    (oblivious,) = [b for b in _blocks() if "staycheck relay" in b]
+    result = _run(
+        [first, oblivious],
+        {
+            "/tmp/staycheck-example": str(tmp_path / "example"),
+            **{port: str(free_port()) for port in ("50051", "50053", "50054")},
+        },
+    )
+    verdict = (tmp_path / "example" / "oblivious.json").read_text()
+    assert '"status": "REVIEW_REQUIRED"' in verdict
+    # Three checks of the same traveller: the QR, the piped text, and the oblivious one.
+    assert result.stdout.count("弹窗 REVIEW_REQUIRED\nbinding: checked\nissuer: 110000\n") == 3
+
+
 def test_the_partner_flow_stops_at_a_port_already_taken(tmp_path):
     """Issue 13: the partner block carried on after its server failed to bind; now it stops
     at the server's failure, before any partner command runs."""
