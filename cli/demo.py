@@ -4,7 +4,8 @@ The health authority makes a TUF repository with two departments, each publishin
 sample risk areas; a real gRPC server on a free loopback port follows it; a clean and a
 risky itinerary are submitted; both presentations are written as QR images, scanned back
 and verified offline against the server's published keys, with the identity checked
-against the binding; a tampered token is refused. Everything lives in a temporary folder
+against the binding; the risky one is submitted again through an Oblivious HTTP relay; a
+tampered token is refused. Everything lives in a temporary folder
 removed at the end (``--keep DIR`` keeps the repository there).
 """
 
@@ -28,6 +29,7 @@ from staycheck.geo.errors import SignedDataError
 from staycheck.geo.itinerary import Status
 from staycheck.trust import cose
 from staycheck.trust.base45 import b45encode
+from staycheck.trust.keys import VerdictKeySet
 from staycheck.trust.presentation import read_presentation
 from staycheck.trust.verdict import TOKEN_PREFIX, decode_token
 from staycheck.trust.verifier import NO_BINDING_CHECK, SubjectId, reason, verify_token
@@ -45,6 +47,32 @@ def _relabel_as_clean(token: str) -> str:
     claims = dataclasses.replace(verdict, status=Status.NO_ABNORMALITY).claims()
     forged = cose.encode_sign1(sign1.protected_bytes, cbor2.dumps(claims), sign1.signature)
     return TOKEN_PREFIX + b45encode(forged)
+
+
+def _oblivious(gateway_port: int, stays: list[dict[str, object]], keys: VerdictKeySet) -> bool:
+    """Through a relay (in this process here; in production someone else's): the relay
+    sees sealed bytes, the gateway the itinerary and the relay's address."""
+    from google.protobuf import json_format
+    from staycheck.client.oblivious import KEYS_PATH, ObliviousClient, load_key_configs
+    from staycheck.server.relay import RelayInThread
+    from staycheck.v1 import verification_pb2 as pb
+
+    gateway = f"http://127.0.0.1:{gateway_port}/"
+    with RelayInThread("127.0.0.1:0", gateway) as relay_port:
+        configs = load_key_configs(f"http://127.0.0.1:{gateway_port}{KEYS_PATH}")
+        client = ObliviousClient(f"http://127.0.0.1:{relay_port}/", configs)
+        key_id, suite = client.suite
+        itinerary = json_format.Parse(json.dumps({"stays": stays}), pb.Itinerary())
+        submitted = client.submit_for(itinerary, subject_id=DEMO_ID)
+    aead = "ChaCha20-Poly1305" if suite.aead_id == 3 else "AES-GCM"
+    _say(f"   sealed for gateway key {key_id} (X25519, HKDF-SHA256, {aead}):")
+    _say("   the relay saw only ciphertext, the gateway only the relay's address")
+    scanned = read_presentation(submitted.presentation)
+    verdict = verify_token(
+        scanned.token, keys, now=int(time.time()), identity=SubjectId(DEMO_ID, scanned.salt)
+    )
+    _say(f"   verdict: {verdict.status.name} ({verdict.status.label_zh}), verified offline")
+    return verdict.status is Status.REVIEW_REQUIRED
 
 
 def run_demo(*, keep: pathlib.Path | None = None) -> int:
@@ -85,6 +113,7 @@ def run_demo(*, keep: pathlib.Path | None = None) -> int:
                 trusted_root_path=root / "root.json",
                 state_dir=root / "state",
                 issuer="110000",
+                ohttp_listen="127.0.0.1:0",
             )
         )
         port = server.start()
@@ -140,7 +169,12 @@ def run_demo(*, keep: pathlib.Path | None = None) -> int:
                     )
                     tokens.append(submitted.response.token)
 
-                _say("5. Someone alters a review-required token to look clean")
+                _say("5. A traveller who does not want the server to see their address submits")
+                _say("   the same trip through an Oblivious HTTP relay (RFC 9458)")
+                if not _oblivious(server.ohttp_port, cases[1][1], keys):
+                    return 1
+
+                _say("6. Someone alters a review-required token to look clean")
                 forged = _relabel_as_clean(tokens[1])
                 _say("   (status claim rewritten to NO_ABNORMALITY, signature kept)")
                 try:

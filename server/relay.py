@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import threading
 
 import aiohttp
 from aiohttp import web
@@ -95,3 +96,30 @@ async def serve(
     await runner.setup()
     await web.SockSite(runner, sock).start()
     return runner, int(sock.getsockname()[1])
+
+
+class RelayInThread:
+    """A relay on an event loop of its own thread, for a process that runs other things (the
+    demo): ``with RelayInThread(listen, gateway_url) as port: ...``."""
+
+    def __init__(
+        self, listen: str, gateway_url: str, *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self._listen, self._gateway, self._ssl = listen, gateway_url, ssl_context
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="relay", daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    def __enter__(self) -> int:
+        self._thread.start()
+        started = asyncio.run_coroutine_threadsafe(
+            serve(self._listen, self._gateway, ssl_context=self._ssl), self._loop
+        )
+        self._runner, port = started.result(timeout=10)
+        return port
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)

@@ -156,6 +156,9 @@ def test_the_demo_serves_from_a_repository_and_keeps_it(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "follows the repository" in r.stdout
     assert r.stdout.count("binding: checked") == 2
+    # The risky trip again, sealed through an Oblivious HTTP relay: the same verdict.
+    assert "through an Oblivious HTTP relay" in r.stdout
+    assert "verdict: REVIEW_REQUIRED (弹窗), verified offline" in r.stdout
     assert "rejected: bad signature" in r.stdout
     published = tmp_path / "kept" / "repository"
     root = (published / "metadata" / "1.root.json").read_bytes()
