@@ -12,6 +12,12 @@ Two load generators, one interface (:func:`drive`):
   costs about as much CPU per call as the server.
 
 The load generator's own CPU time is measured as well (``RUSAGE_CHILDREN`` around it).
+
+:func:`drive_http1` drives plain HTTP/1.1 POSTs (the Oblivious HTTP gateway) with ``h2load
+--h1``: ``-c`` keep-alive connections with one request each in flight (HTTP/1.1 has no
+streams; h2load would pipeline with ``-m`` above 1, which no relay does). A call is OK if
+its status is 200 (h2load's per-request log) and the body bytes it reports equal calls x
+the size of an OK answer (an encapsulated error answer is 200 too, but shorter).
 """
 
 from __future__ import annotations
@@ -274,4 +280,75 @@ def drive(
         timeout_s=timeout_s,
         cpus=cpus,
         timeline=timeline,
+    )
+
+
+def drive_http1(
+    url: str,
+    body: bytes,
+    *,
+    content_type: str,
+    count: int,
+    connections: int,
+    response_bytes: int,
+    timeout_s: float = 600.0,
+    cpus: set[int] | None = None,
+) -> LoadResult:
+    """``count`` HTTP/1.1 POSTs of ``body`` to ``url`` with ``h2load --h1``, over
+    ``connections`` keep-alive connections, one request in flight on each; with ``cpus``,
+    h2load runs on those CPUs only. Errors: ``HTTP_FAILED`` (not done: reset, timeout),
+    ``HTTP_<status>`` (done but not 200), ``SIZE_MISMATCH`` (200 but the body bytes are not
+    calls x ``response_bytes``: at least that many answers were not OK ones; h2load does not
+    log sizes, so the count is a lower bound)."""
+    with tempfile.TemporaryDirectory(prefix="staycheck-h2load-") as tmp:
+        body_path = pathlib.Path(tmp) / "body.bin"
+        log_path = pathlib.Path(tmp) / "requests.log"
+        body_path.write_bytes(body)
+        cmd = [
+            h2load_path() or "h2load", "--h1",
+            "-n", str(count), "-c", str(connections), "-m", "1", "-t", "1",
+            "-d", str(body_path), "-H", f"content-type: {content_type}",
+            "--log-file", str(log_path), url,
+        ]  # fmt: skip
+        cpu0 = _children_cpu()
+        returncode, text, stderr = _run_pinned(cmd, cpus, timeout_s=timeout_s)
+        cpu = _children_cpu() - cpu0
+        if returncode != 0:
+            raise RuntimeError(f"h2load --h1 failed ({returncode}): {stderr[-500:]}")
+        latencies = []
+        statuses: dict[str, int] = {}
+        for line in log_path.read_text().splitlines():
+            cols = line.split("\t")
+            if len(cols) >= 3:
+                statuses[cols[1]] = statuses.get(cols[1], 0) + 1
+                if cols[1] == "200":
+                    latencies.append(int(cols[2]) / 1e6)
+    fin, req, traffic = _FINISHED.search(text), _REQUESTS.search(text), _TRAFFIC.search(text)
+    if not (fin and req and traffic):
+        raise RuntimeError(f"cannot read h2load's output:\n{text[-1500:]}")
+    wall = float(fin.group(1)) / (1000 if fin.group(2) == "ms" else 1)
+    done = int(req.group(3))
+    data = int(traffic.group(3))
+    errors: dict[str, int] = {}
+    if done < count:
+        errors["HTTP_FAILED"] = count - done
+    for status, n in statuses.items():
+        if status != "200":
+            errors[f"HTTP_{status}"] = n
+    ok = statuses.get("200", 0)
+    # Other statuses are errors already (their bodies are in ``data`` too): the sizes are
+    # checked when every request that was done got a 200.
+    if ok == done and data != ok * response_bytes:
+        bad = max(1, ok - data // response_bytes)
+        errors["SIZE_MISMATCH"] = bad
+        ok -= bad
+    return LoadResult(
+        "h2load --h1",
+        done,
+        ok,
+        errors,
+        wall,
+        done / wall if wall > 0 else 0.0,
+        percentiles(latencies),
+        cpu,
     )

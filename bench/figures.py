@@ -225,6 +225,36 @@ def build_figures(res: dict[str, Any], *, concurrency: int) -> list[Figure]:
         figs.append(f.with_target("≥ 1.6 × (own cores)", None))
         title = "  server CPU/call, 2 workers"
         figs.append(_compare("6.workers_cpu", title, "cpu_per_call_s", "s", pair, "1 worker"))
+    figs.extend(oblivious_figures(res.get("oblivious")))
+    return figs
+
+
+def oblivious_figures(ob: dict[str, Any] | None) -> list[Figure]:
+    """Figure 8 (issue 14): the Oblivious HTTP gateway's server CPU per submission beside
+    gRPC SubmitItinerary on the same server, per KDF/AEAD pair (target ≤ 1.5 ×); then, in
+    process, the gateway's HPKE work per request beside one Ed25519 sign (no target)."""
+    if ob is None:
+        return []
+    figs: list[Figure] = []
+    grpc = ob["submit"]
+    base = "gRPC SubmitItinerary"
+    for key, suite in ob["suites"].items():
+        title = f"8 Oblivious submit server CPU/call ({suite['aead']})"
+        note = (
+            f"{suite['kdf']} ({key}); HTTP/1.1 POSTs straight to the gateway (no relay),"
+            f" {ob['http1_connections']} connections x 1; gRPC {ob['grpc_connections']}"
+            f" connections, {ob['grpc_in_flight']} in flight; {ob['areas']} areas"
+        )
+        pair = suite, grpc
+        f = _compare(f"8.cpu_per_call_{key}", title, "cpu_per_call_s", "s", pair, base, note)
+        figs.append(f.with_target("≤ 1.5 × gRPC", _at_most(f.ratio, 1.5)))
+    names = {key: suite["aead"] for key, suite in ob["suites"].items()}
+    for key, rates in ob.get("encapsulation", {}).items():
+        title = f"  HPKE open + seal per request ({names.get(key, key)}, in-process)"
+        note = "GatewayKeys.decapsulate_request + encapsulate_response, one thread"
+        value = 1 / rates["open_seal"]["per_s"] if rates["open_seal"]["per_s"] else None
+        sign = 1 / rates["raw_sign"]["per_s"] if rates["raw_sign"]["per_s"] else None
+        figs.append(_beside(f"8.hpke_{key}", title, value, "s", sign, "one Ed25519 sign", note))
     return figs
 
 

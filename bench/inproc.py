@@ -1,5 +1,6 @@
 """In-process throughput on one thread: match + sign, offline verification, raw Ed25519;
-match + sign and raw signs with the verdict key on a SoftHSM2 token beside the key file.
+match + sign and raw signs with the verdict key on a SoftHSM2 token beside the key file;
+the Oblivious HTTP gateway's own encapsulation work per request, per KDF/AEAD pair.
 
 Rates are calls per second of this thread's own CPU time (``time.thread_time``), so they
 are "per core" figures and depend little on what else the machine runs. Each subject is
@@ -270,5 +271,51 @@ def binding_guesses(*, rounds: int, seconds: float) -> dict[str, Any]:
             "per_s": median([r[0] for r in results]),
             "wall_s": median([r[1] for r in results]),
             "rounds": [r[0] for r in results],
+        }
+    return out
+
+
+def gateway_encapsulation(
+    suites: Sequence[Any],
+    inner_request: bytes,
+    inner_response: bytes,
+    *,
+    rounds: int,
+    seconds: float,
+    requests: int = 64,
+) -> dict[str, dict[str, Rate]]:
+    """Figure 8's in-process part: per KDF/AEAD pair of ``suites``
+    (``staycheck.client.ohttp.SymmetricSuite``), what the gateway's encapsulation costs for
+    one request: ``GatewayKeys.decapsulate_request`` of an Encapsulated Request of
+    ``inner_request`` (HPKE's X25519 decapsulation, key schedule and AEAD open) and
+    ``ResponseContext.encapsulate_response`` of ``inner_response`` (export, HKDF, AEAD
+    seal), beside one raw Ed25519 sign of a verdict-sized input (rounds interleaved). The
+    requests are sealed beforehand, ``requests`` of them with fresh ephemeral keys, as
+    clients send them. Keyed by ``"KDF/AEAD"`` ids in hex (``"0x0001/0x0003"``)."""
+    from staycheck.client.ohttp import GatewayKey, GatewayKeys, encapsulate_request
+
+    key = GatewayKey.generate(1, symmetric=tuple(suites))
+    keys = GatewayKeys([key])
+    raw_key = Ed25519PrivateKey.generate()
+    sign_inputs = _sign_inputs(64)
+    out: dict[str, dict[str, Rate]] = {}
+    for suite in suites:
+        sealed = [
+            encapsulate_request(key.config, inner_request, suite=suite)[0] for _ in range(requests)
+        ]
+
+        def open_and_seal(enc_request: bytes) -> bytes:
+            _, context = keys.decapsulate_request(enc_request)
+            return context.encapsulate_response(inner_response)
+
+        subject, baseline = compare(
+            (open_and_seal, sealed),
+            (raw_key.sign, sign_inputs),
+            rounds=rounds,
+            seconds=seconds,
+        )
+        out[f"0x{suite.kdf_id:04x}/0x{suite.aead_id:04x}"] = {
+            "open_seal": subject,
+            "raw_sign": baseline,
         }
     return out

@@ -19,6 +19,11 @@ same run, with the ratio and the target of issue 5.
    server's peak RSS with those areas vs with 100; and SubmitItinerary's p99 latency on a
    server refreshing after one department republished, beside the same load without a
    refresh.
+8. The Oblivious HTTP gateway (``--ohttp-listen``, RFC 9458): server CPU per oblivious
+   submission (HTTP/1.1 POSTs of one sealed request straight to the gateway, 64 connections
+   x 1, no relay) beside gRPC SubmitItinerary on the same server in alternating rounds, per
+   KDF/AEAD pair the gateway offers; and in process, the gateway's HPKE work per request
+   (open the request, seal the response) beside one Ed25519 sign.
 
 Every server figure uses generated areas (``bench.data``) published in a real repository
 (one per number of areas, made once, 6 departments); servers are real ``staycheck serve
@@ -73,10 +78,10 @@ from staycheck.trust.verifier import SubjectBinding, verify_token
 from staycheck.v1 import verification_pb2 as pb
 
 from bench import data as bdata
-from bench.drive import LoadResult, call_raw, drive, h2load_path
+from bench.drive import LoadResult, call_raw, drive, drive_http1, h2load_path
 from bench.figures import build_figures, print_table
 from bench.hsm import BenchToken, make_token
-from bench.inproc import binding_guesses, match_and_sign, verify_rates
+from bench.inproc import binding_guesses, gateway_encapsulation, match_and_sign, verify_rates
 from bench.procs import ServerProcess, serve, serve_supports, split_cpus
 from bench.stats import fmt_duration, median, percentiles
 from tests import harness
@@ -271,25 +276,28 @@ def server_figures(
         out["server_rss"] = srv.rss_bytes()
         out["server_peak_rss"] = srv.peak_rss_bytes()
     for method, name in ((HEALTH, "health"), (SUBMIT, "submit")):
-        if method not in runs:
-            continue
-        rs = runs[method]
-        out[name] = {
-            "calls_per_round": counts[method],
-            "cpu_per_call_s": median([r.server_cpu_per_call_s for r in rs]),
-            "cpu_per_call_best_s": min(r.server_cpu_per_call_s for r in rs),
-            "sys_share": median([r.server_sys_s / r.server_cpu_s for r in rs if r.server_cpu_s]),
-            "ctx_switches_per_call": median([r.server_ctx_switches / r.calls for r in rs]),
-            "calls_per_s": median([r.calls_per_s for r in rs]),
-            "latency_p50_s": median([r.latency_s["p50"] for r in rs]),
-            "latency_p99_s": median([r.latency_s["p99"] for r in rs]),
-            "loadgen_cpu_per_call_s": median([r.loadgen_cpu_s / r.calls for r in rs if r.calls]),
-            "errors": dict(sum((Counter(r.errors) for r in rs), Counter())),
-            "rounds": [asdict(r) for r in rs],
-            "tool": rs[0].tool,
-        }
+        if method in runs:
+            out[name] = _summary(runs[method], counts[method])
     out["response_bytes"] = {"health": sizes[HEALTH], "submit": sizes[SUBMIT]}
     return out
+
+
+def _summary(rs: list[LoadResult], calls_per_round: int) -> dict[str, Any]:
+    """The figures of one kind of call over its rounds: the median round (the best too)."""
+    return {
+        "calls_per_round": calls_per_round,
+        "cpu_per_call_s": median([r.server_cpu_per_call_s for r in rs]),
+        "cpu_per_call_best_s": min(r.server_cpu_per_call_s for r in rs),
+        "sys_share": median([r.server_sys_s / r.server_cpu_s for r in rs if r.server_cpu_s]),
+        "ctx_switches_per_call": median([r.server_ctx_switches / r.calls for r in rs]),
+        "calls_per_s": median([r.calls_per_s for r in rs]),
+        "latency_p50_s": median([r.latency_s["p50"] for r in rs]),
+        "latency_p99_s": median([r.latency_s["p99"] for r in rs]),
+        "loadgen_cpu_per_call_s": median([r.loadgen_cpu_s / r.calls for r in rs if r.calls]),
+        "errors": dict(sum((Counter(r.errors) for r in rs), Counter())),
+        "rounds": [asdict(r) for r in rs],
+        "tool": rs[0].tool,
+    }
 
 
 def _report_server(label: str, srv: dict[str, Any], t0: float) -> None:
@@ -382,6 +390,205 @@ def partner_stream_figure(
         "verdicts_per_s_wall": count / (wall1 - wall0),
         "areas": len(pub.areas),
     }
+
+
+# --- figure 8: the Oblivious HTTP gateway -------------------------------------------------
+
+OHTTP_FLAG = "--ohttp-listen"
+GATEWAY_LINE = r"oblivious gateway on (http://[\d.]+:(\d+)/)"
+AEAD_NAMES = {0x0001: "AES-128-GCM", 0x0002: "AES-256-GCM", 0x0003: "ChaCha20-Poly1305"}
+KDF_NAMES = {0x0001: "HKDF-SHA256", 0x0002: "HKDF-SHA384", 0x0003: "HKDF-SHA512"}
+
+
+def _suite_key(suite: Any) -> str:
+    return f"0x{suite.kdf_id:04x}/0x{suite.aead_id:04x}"
+
+
+def _post(url: str, body: bytes, content_type: str, *, timeout_s: float = 30.0) -> bytes:
+    """One HTTP POST straight to the gateway; the body of its 200 answer."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": content_type}
+    )
+    with urllib.request.urlopen(request, timeout=timeout_s) as answer:
+        if answer.status != 200:
+            raise RuntimeError(f"the gateway answered HTTP {answer.status}")
+        data: bytes = answer.read()
+        return data
+
+
+def _measure_http(
+    srv: ServerProcess,
+    url: str,
+    body: bytes,
+    n: int,
+    s: Settings,
+    size: int,
+    loadgen_cpus: set[int] | None,
+) -> LoadResult:
+    """``n`` POSTs of ``body`` to the gateway at ``url`` over ``s.concurrency`` HTTP/1.1
+    connections, one request in flight on each (as many in flight as the gRPC rounds,
+    which spread them over ``s.connections`` HTTP/2 connections); the server's CPU."""
+    from staycheck.client.ohttp import REQUEST_MEDIA_TYPE
+
+    user0, sys0 = srv.cpu_times()
+    ctx0 = srv.context_switches()
+    result = drive_http1(
+        url,
+        body,
+        content_type=REQUEST_MEDIA_TYPE,
+        count=n,
+        connections=s.concurrency,
+        response_bytes=size,
+        cpus=loadgen_cpus,
+    )
+    user1, sys1 = srv.cpu_times()
+    result.server_cpu_s = (user1 + sys1) - (user0 + sys0)
+    result.server_sys_s = sys1 - sys0
+    result.server_ctx_switches = srv.context_switches() - ctx0
+    return result
+
+
+def oblivious_figures(pub: Published, root: pathlib.Path, s: Settings, now: int) -> dict[str, Any]:
+    """Figure 8: the Oblivious HTTP gateway's server CPU per submission beside gRPC
+    SubmitItinerary on the same server, for each KDF/AEAD pair its key offers.
+
+    One server (``--ohttp-listen 127.0.0.1:0``, pinned as for figure 1) following ``pub``;
+    the same itinerary as figure 1. Its key configuration is fetched from the gateway's
+    well-known URL; per pair, the request is sealed once (the inner request is the Binary
+    HTTP POST ``ObliviousClient.submit`` sends) and POSTed to the gateway directly (no
+    relay: the relay's CPU is its operator's). The answer is opened and its verdict
+    verified offline; the same bytes are POSTed again (the gateway answers a replay as a
+    fresh request, at the same cost: HPKE decapsulation, AEAD open, match, sign, response
+    encapsulation), and the length of that answer is the OK size h2load's body bytes are
+    checked against; a sealed request the gateway must refuse inside (a body that is not
+    protobuf) is checked to give a 200 of another length. Then rounds alternate: gRPC
+    SubmitItinerary (h2load, as figure 1), then one round of ``h2load --h1`` per pair with
+    the fixed sealed body over ``s.concurrency`` (64) connections x 1."""
+    from staycheck.client.bhttp import Request, Response
+    from staycheck.client.oblivious import KEYS_PATH, PROTOBUF, load_key_configs
+    from staycheck.client.ohttp import REQUEST_MEDIA_TYPE, encapsulate_request
+
+    areas, n_areas = pub.areas, len(pub.areas)
+    request = bdata.ItineraryMaker(areas, now=now, seed=2).request()
+    submit_body = request.SerializeToString()
+    split = split_cpus() if s.pin else None
+    server_cpus, loadgen_cpus = split if split else (None, None)
+    out: dict[str, Any] = {
+        "areas": n_areas,
+        "server_cpus": sorted(server_cpus) if server_cpus else "all",
+        "loadgen_cpus": sorted(loadgen_cpus) if loadgen_cpus else "all",
+        "http1_connections": s.concurrency,
+        "http1_in_flight_per_connection": 1,
+        "grpc_connections": s.connections,
+        "grpc_in_flight": s.concurrency,
+    }
+    args = [*s.serve_args, OHTTP_FLAG, "127.0.0.1:0"]
+    with serve(root / "oblivious-server", pub.files, extra_args=args, cpus=server_cpus) as srv:
+        m = srv.wait_for_stdout(GATEWAY_LINE, timeout=30)
+        if m is None:
+            raise RuntimeError("the server printed no gateway line:\n" + srv.stderr_tail())
+        url = m.group(1)
+        out["startup_s"] = srv.startup_s
+        _check_server(srv, n_areas, request, now)
+        jwks = pb.GetVerdictKeysResponse.FromString(
+            call_raw(srv.target, KEYS, pb.GetVerdictKeysRequest().SerializeToString())
+        )
+        verdict_keys = VerdictKeySet(KeySet.from_jwks(jwks.jwks_json))
+        configs = load_key_configs(url.rstrip("/") + KEYS_PATH)
+        config = configs[0]
+        suites = [suite for suite in config.symmetric if suite.supported]
+        inner = Request(
+            "POST", "https", "", SUBMIT, (("content-type", PROTOBUF.encode()),), submit_body
+        ).encode()
+        bad_inner = Request(
+            "POST", "https", "", SUBMIT, (("content-type", PROTOBUF.encode()),), b"\xff"
+        ).encode()
+        sealed: dict[str, bytes] = {}
+        sizes: dict[str, int] = {}
+        out["suites"] = {}
+        inner_response = b""
+        for suite in suites:
+            key = _suite_key(suite)
+            body, context = encapsulate_request(config, inner, suite=suite)
+            answer = _post(url, body, REQUEST_MEDIA_TYPE)
+            inner_response = context.decapsulate_response(answer)
+            response = Response.decode(inner_response)
+            if response.status != 200:
+                raise RuntimeError(f"oblivious submit ({key}): inner status {response.status}")
+            message = pb.SubmitItineraryResponse.FromString(response.content)
+            verdict = verify_token(
+                message.token,
+                verdict_keys,
+                now=int(time.time()),
+                identity=SubjectBinding(request.subject_binding),
+            )
+            if message.status != pb.VERDICT_STATUS_NO_ABNORMALITY or int(verdict.status) != 1:
+                raise RuntimeError("the benchmark itinerary should get NO_ABNORMALITY")
+            replayed = _post(url, body, REQUEST_MEDIA_TYPE)  # what every load request is
+            again = Response.decode(context.decapsulate_response(replayed))
+            if again.status != 200 or len(replayed) != len(answer):
+                raise RuntimeError(f"oblivious submit ({key}): the replay got another answer")
+            bad_body, _ = encapsulate_request(config, bad_inner, suite=suite)
+            refused = _post(url, bad_body, REQUEST_MEDIA_TYPE)
+            if len(refused) == len(answer):
+                raise RuntimeError(f"({key}): an error answer has the OK size; cannot check")
+            sealed[key], sizes[key] = body, len(answer)
+            out["suites"][key] = {
+                "kdf": KDF_NAMES.get(suite.kdf_id, hex(suite.kdf_id)),
+                "aead": AEAD_NAMES.get(suite.aead_id, hex(suite.aead_id)),
+                "request_bytes": len(body),
+                "response_bytes": len(answer),
+                "error_response_bytes": len(refused),
+            }
+        grpc_size = len(call_raw(srv.target, SUBMIT, submit_body))
+        out["grpc_response_bytes"] = grpc_size
+        out["inner_request_bytes"] = len(inner)
+        out["inner_response_bytes"] = len(inner_response)
+
+        def one(kind: str, n: int) -> LoadResult:
+            if kind == "grpc":
+                return _measure(srv, SUBMIT, submit_body, n, s, grpc_size, loadgen_cpus)
+            return _measure_http(srv, url, sealed[kind], n, s, sizes[kind], loadgen_cpus)
+
+        kinds = ["grpc", *sealed]
+        counts: dict[str, int] = {}
+        warm = 300 if s.quick else 2000
+        for kind in kinds:  # warm-up, and calibrate the call counts
+            r = one(kind, warm)
+            if r.errors:
+                raise RuntimeError(f"oblivious figure, {kind}: errors in warm-up: {r.errors}")
+            per_call = max(r.server_cpu_per_call_s, 20e-6)
+            counts[kind] = int(min(200_000, max(500, s.cpu_per_measure_s / per_call)))
+        runs: dict[str, list[LoadResult]] = {k: [] for k in kinds}
+        for _ in range(s.rounds):
+            for kind in kinds:
+                runs[kind].append(one(kind, counts[kind]))
+        _check_server(srv, n_areas, request, now)  # still answering correctly after the load
+    out["submit"] = _summary(runs["grpc"], counts["grpc"])
+    for key in sealed:
+        out["suites"][key] |= _summary(runs[key], counts[key])
+    out["encapsulation"] = {
+        k: {name: asdict(rate) for name, rate in v.items()}
+        for k, v in gateway_encapsulation(
+            suites,
+            inner,
+            inner_response,
+            rounds=s.inproc_rounds,
+            seconds=s.inproc_seconds,
+        ).items()
+    }
+    return out
+
+
+def oblivious_skipped(s: Settings) -> str | None:
+    """Why figure 8 cannot be measured in this run, or None."""
+    if not h2load_path():
+        return "figure 8 needs h2load (HTTP/1.1 load); apt-get install nghttp2-client"
+    if not serve_supports(OHTTP_FLAG):
+        return f"staycheck serve has no {OHTTP_FLAG}"
+    return None
 
 
 # --- figure 5 ------------------------------------------------------------------------------
@@ -530,7 +737,16 @@ def machine() -> dict[str, Any]:
             if line.startswith("MemTotal:"):
                 mem = int(line.split()[1]) * 1024
     versions = {}
-    for dist in ("grpcio", "protobuf", "cryptography", "shapely", "numpy", "cbor2"):
+    for dist in (
+        "grpcio",
+        "protobuf",
+        "cryptography",
+        "shapely",
+        "numpy",
+        "cbor2",
+        "pyhpke",
+        "aiohttp",
+    ):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[dist] = importlib.metadata.version(dist)
     h2 = h2load_path()
@@ -715,6 +931,21 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         res["scrub_freed_memory"] = server_figures(mid, root, s, now, extra_args=(SCRUB_FLAG,))
         _report_server(f"{n_mid} areas, {SCRUB_FLAG}", res["scrub_freed_memory"], t0)
+        # Figure 8: the Oblivious HTTP gateway beside gRPC on one server, pinned the same way.
+        skipped = oblivious_skipped(s)
+        if skipped is None:
+            t0 = time.monotonic()
+            res["oblivious"] = ob = oblivious_figures(mid, root, s, now)
+            suites = ", ".join(
+                f"{v['aead']} {fmt_duration(v['cpu_per_call_s'])}" for v in ob["suites"].values()
+            )
+            print(
+                f"  oblivious gateway, {n_mid} areas: {suites} CPU/call; gRPC submit"
+                f" {fmt_duration(ob['submit']['cpu_per_call_s'])}, {time.monotonic() - t0:.0f} s",
+                flush=True,
+            )
+        else:
+            print(f"  note: no figure 8 in this run: {skipped}", flush=True)
         if s.compare_workers:
             for k in (1, 2):
                 t0 = time.monotonic()
@@ -796,6 +1027,15 @@ def main(argv: list[str] | None = None) -> int:
         for n, srv in measured.items()
     }
     errors = {n: e for n, e in errors.items() if e}
+    oblivious = res.get("oblivious")
+    if oblivious is not None:
+        kinds = {
+            "gRPC submit": oblivious["submit"],
+            **{v["aead"]: v for v in oblivious["suites"].values()},
+        }
+        ob_errors = {k: v["errors"] for k, v in kinds.items() if v["errors"]}
+        if ob_errors:
+            errors["oblivious"] = ob_errors
     if res["refresh_under_load"]["errors"]:
         errors["refresh under load"] = {"submit": res["refresh_under_load"]["errors"]}
     m = machine()
@@ -812,7 +1052,7 @@ def main(argv: list[str] | None = None) -> int:
     split = split_cpus()
     if s.pin and split:
         print(
-            f"figures 1-2 and 5's p99 during a refresh: server pinned to CPU"
+            f"figures 1-2, 8 and 5's p99 during a refresh: server pinned to CPU"
             f" {sorted(split[0])}, load generator to CPU {sorted(split[1])}; figure 6 unpinned"
         )
     print()
