@@ -1,6 +1,6 @@
 """What each figure of ``make bench`` is and how it is shown: its value and its baseline
-from the same run, the ratio of the two, the target of issue 5 and whether it is met, and
-the table that prints them.
+from the same run, the ratio of the two, the target (issue 15's, where it set one) and
+whether it is met, and the table that prints them.
 
 It takes the measurements ``bench.run`` collected (plain dicts of numbers) and returns
 ``Figure`` objects; ``print_table`` prints them. It starts no server, drives no load, reads
@@ -105,7 +105,7 @@ def build_figures(res: dict[str, Any], *, concurrency: int) -> list[Figure]:
     check = "health Check"
     title = f"1 SubmitItinerary server CPU/call ({mid['areas']} areas)"
     f = _compare("1.cpu_per_call", title, "cpu_per_call_s", "s", pair, check)
-    figs.append(f.with_target("≤ 1.25 × Check", _at_most(f.ratio, 1.25)))
+    figs.append(f.with_target("≤ 1.6 × Check", _at_most(f.ratio, 1.6)))
     title = f"  calls/s, {concurrency} in flight"
     note = "shares the cores with the load generator"
     figs.append(_compare("1.calls_per_s", title, "calls_per_s", "/s", pair, check, note))
@@ -130,7 +130,7 @@ def build_figures(res: dict[str, Any], *, concurrency: int) -> list[Figure]:
         title = f"2 CPU/call at {ns[-1]} vs {ns[0]} areas"
         pair = servers[ns[-1]]["submit"], servers[ns[0]]["submit"]
         f = _compare("2.growth", title, "cpu_per_call_s", "s", pair, f"at {ns[0]} areas")
-        figs.append(f.with_target("≤ 1.5 ×", _at_most(f.ratio, 1.5)))
+        figs.append(f.with_target("≤ 1.1 ×", _at_most(f.ratio, 1.1)))
     stream = res.get("partner_stream")
     ms = res["match_sign"]
     sign, raw_sign = ms["raw_sign"], "raw Ed25519 signs/s"
@@ -138,11 +138,12 @@ def build_figures(res: dict[str, Any], *, concurrency: int) -> list[Figure]:
         v = stream["verdicts_per_core_s"]
         title = "3 Partner stream verdicts/s per server core"
         f = _beside("3.stream", title, v, "/s", sign["per_s"], raw_sign)
-        figs.append(f.with_target("≥ 12 000 /s", v >= 12_000))
+        met = v >= 12_000 and f.ratio is not None and f.ratio >= 0.4
+        figs.append(f.with_target("≥ 12 000 /s, ≥ 0.4 × raw", met))
     title = "3 match + sign verdicts/s per core (in-process)"
     note = "no gRPC: the stream's own work"
     f = _compare("3.match_sign", title, "per_s", "/s", (ms["match_sign"], sign), raw_sign, note)
-    figs.append(f.with_target("≥ 12 000 /s", None))
+    figs.append(f.with_target("≥ 20 000 /s", ms["match_sign"]["per_s"] >= 20_000))
     title = "  parse+validate+match+sign+encode per core"
     figs.append(_compare("3.full_item", title, "per_s", "/s", (ms["full_item"], sign), raw_sign))
     # Issue 12: the verdict key on a SoftHSM2 token beside the key file, same run (no target:
@@ -165,7 +166,7 @@ def build_figures(res: dict[str, Any], *, concurrency: int) -> list[Figure]:
     title = "4 Offline verify_token tokens/s (one core)"
     pair = vr["verify_token"], vr["raw_verify"]
     f = _compare("4.verify", title, "per_s", "/s", pair, "raw Ed25519 verifies/s")
-    figs.append(f.with_target("≥ 0.85 × raw", _at_least(f.ratio, 0.85)))
+    figs.append(f.with_target("≥ 0.90 × raw", _at_least(f.ratio, 0.90)))
     bg = res.get("binding_guesses")
     if bg is not None:
         title = "7 Binding guesses/s per core (Argon2id, 64 MiB)"
@@ -189,7 +190,7 @@ def build_figures(res: dict[str, Any], *, concurrency: int) -> list[Figure]:
     )
     base = "same areas, no TUF (from_payload)"
     f = _beside("5.refresh_time", title, fresh["load_s"], "s", old["load_s"], base, note)
-    figs.append(f.with_target("≤ 2 s", fresh["load_s"] <= 2.0))
+    figs.append(f.with_target("≤ 0.5 s (issue 15; 11: ≤ 2 s)", fresh["load_s"] <= 0.5))
     title = "  peak RSS of the refreshing process (VmHWM)"
     note = (
         f"before {fresh['rss_before'] / MiB:.0f} MiB, after {fresh['rss_after'] / MiB:.0f} MiB;"
@@ -197,7 +198,7 @@ def build_figures(res: dict[str, Any], *, concurrency: int) -> list[Figure]:
     )
     base = "same, no TUF"
     f = _beside("5.refresh_rss", title, fresh["rss_peak"], "B", old["rss_peak"], base, note)
-    figs.append(f.with_target("≤ 300 MiB", fresh["rss_peak"] <= 300 * MiB))
+    figs.append(f.with_target("≤ 200 MiB", fresh["rss_peak"] <= 200 * MiB))
     ul = res.get("refresh_under_load")
     if ul is not None:
         title = f"5 SubmitItinerary p99 during a refresh ({ul['areas']} areas)"
@@ -226,6 +227,45 @@ def build_figures(res: dict[str, Any], *, concurrency: int) -> list[Figure]:
         title = "  server CPU/call, 2 workers"
         figs.append(_compare("6.workers_cpu", title, "cpu_per_call_s", "s", pair, "1 worker"))
     figs.extend(oblivious_figures(res.get("oblivious")))
+    for threads, got in sorted((res.get("thread_sweep") or {}).items()):
+        title = f"1 SubmitItinerary CPU/call, --max-workers {threads}"
+        pair = got["submit"], got["health"]
+        note = f"p99 {fmt_duration(got['submit']['latency_p99_s'])}; default 16"
+        figs.append(
+            _compare(f"1.threads_{threads}", title, "cpu_per_call_s", "s", pair, check, note)
+        )
+    figs.extend(planning_figures(mid, stream, res.get("method", {})))
+    return figs
+
+
+PEAK_VERDICTS_PER_S = 50_000
+"""The morning peak a city's operator plans for (issue 15)."""
+
+
+def planning_figures(
+    mid: dict[str, Any], stream: dict[str, Any] | None, method: dict[str, Any]
+) -> list[Figure]:
+    """Cores for :data:`PEAK_VERDICTS_PER_S`, from the measured per-core figures of this
+    run: unary calls at the server CPU per SubmitItinerary (figure 1: gRPC included), and
+    partner streams at their verdicts per server core (figure 3). Server cores only: the
+    load balancers, TLS termination and the clients are the operator's own sum."""
+    how = method.get("load_generator", "h2load")
+    pinning = method.get("pinning", "server on CPU 0, load on CPU 1")
+    note = f"from this run's per-core figures; load {how}, {pinning}; server cores only"
+    figs = []
+    per_call = mid["submit"]["cpu_per_call_s"]
+    if per_call:
+        cores = PEAK_VERDICTS_PER_S * per_call
+        title = f"9 Cores for {PEAK_VERDICTS_PER_S:,} verdicts/s, unary SubmitItinerary"
+        figs.append(
+            Figure(
+                "9.cores_unary", title, cores, "cores", note=f"{per_call * 1e6:.0f} µs/call; {note}"
+            )
+        )
+    if stream is not None and stream.get("verdicts_per_core_s"):
+        cores = PEAK_VERDICTS_PER_S / stream["verdicts_per_core_s"]
+        title = f"9 Cores for {PEAK_VERDICTS_PER_S:,} verdicts/s, partner streams"
+        figs.append(Figure("9.cores_partner", title, cores, "cores", note=note))
     return figs
 
 

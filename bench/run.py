@@ -894,6 +894,14 @@ def main(argv: list[str] | None = None) -> int:
         help="run the bench, its servers and load generator at this niceness (e.g. -10 as "
         "root, so that other work on a shared machine disturbs the figures less)",
     )
+    p.add_argument(
+        "--sweep-threads",
+        type=lambda t: [int(x) for x in t.split(",")],
+        default=[],
+        metavar="N,N,...",
+        help="also figure 1 again with --max-workers N for each N (handler threads), at the "
+        "middle area count, to choose the default by measurement",
+    )
     p.add_argument("--out", type=pathlib.Path, default=RESULTS / "latest.json")
     args = p.parse_args(argv)
     s = settings(args)
@@ -930,6 +938,14 @@ def main(argv: list[str] | None = None) -> int:
         # scrubbed: what --scrub-freed-memory costs per call (issue 13).
         t0 = time.monotonic()
         res["scrub_freed_memory"] = server_figures(mid, root, s, now, extra_args=(SCRUB_FLAG,))
+        if args.sweep_threads:
+            res["thread_sweep"] = {}
+            for threads in args.sweep_threads:
+                flag = ("--max-workers", str(threads))
+                res["thread_sweep"][threads] = got = server_figures(
+                    mid, root, s, now, extra_args=flag
+                )
+                _report_server(f"{n_mid} areas, --max-workers {threads}", got, t0)
         _report_server(f"{n_mid} areas, {SCRUB_FLAG}", res["scrub_freed_memory"], t0)
         # Figure 8: the Oblivious HTTP gateway beside gRPC on one server, pinned the same way.
         skipped = oblivious_skipped(s)
@@ -1016,6 +1032,16 @@ def main(argv: list[str] | None = None) -> int:
             + ("" if ul["covered"] else "; NOT JUDGED: the load did not span the refresh"),
             flush=True,
         )
+    split = split_cpus()
+    res["method"] = {
+        "load_generator": f"{s.loadgen}, {s.concurrency} in flight over {s.connections} "
+        "connections",
+        "pinning": (
+            f"server on CPU {sorted(split[0])}, load on CPU {sorted(split[1])}"
+            if s.pin and split
+            else "not pinned"
+        ),
+    }
     figs = build_figures(res, concurrency=s.concurrency)
     measured = {str(n): srv for n, srv in res["servers"].items()}
     measured[SCRUB_FLAG] = res["scrub_freed_memory"]

@@ -24,7 +24,7 @@ SERVE_FLAGS = (
     "state_dir", "issuer",
     "tls_cert", "tls_key",
     "insecure", "partner_listen", "partner_ca", "partners", "trust_store", "metrics_listen",
-    "ohttp_listen",
+    "ohttp_listen", "max_workers", "max_concurrent_rpcs",
     "access_log", "log_level", "log_format", "workers", "scrub_freed_memory",
     "key_refresh_interval_s", "key_publish_ahead_s", "verdict_key",
 )  # fmt: skip
@@ -202,6 +202,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--partners", metavar="TOML", help="partners file: identities, methods, budget")
     p.add_argument("--trust-store", metavar="TOML", help="other issuers VerifyVerdict accepts")
     p.add_argument("--metrics-listen", metavar="HOST:PORT", help="Prometheus endpoint (off)")
+    p.add_argument(
+        "--max-workers", type=int, metavar="N", help="threads handling calls (default 16)"
+    )
+    p.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        metavar="N",
+        help="calls in progress beyond this get RESOURCE_EXHAUSTED (default 1000)",
+    )
     p.add_argument(
         "--ohttp-listen",
         metavar="HOST:PORT",
