@@ -68,6 +68,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -172,19 +173,28 @@ def _measure(
     size: int,
     loadgen_cpus: set[int] | None,
 ) -> LoadResult:
+    return _with_server_cpu(
+        srv,
+        lambda: drive(
+            srv.target,
+            method,
+            body,
+            count=n,
+            concurrency=s.concurrency,
+            connections=s.connections,
+            tool=s.loadgen,
+            response_bytes=size,
+            cpus=loadgen_cpus,
+        ),
+    )
+
+
+def _with_server_cpu(srv: ServerProcess, load: Callable[[], LoadResult]) -> LoadResult:
+    """``load()``'s result with the server's CPU time, system time and context switches
+    while it ran (from /proc)."""
     user0, sys0 = srv.cpu_times()
     ctx0 = srv.context_switches()
-    result = drive(
-        srv.target,
-        method,
-        body,
-        count=n,
-        concurrency=s.concurrency,
-        connections=s.connections,
-        tool=s.loadgen,
-        response_bytes=size,
-        cpus=loadgen_cpus,
-    )
+    result = load()
     user1, sys1 = srv.cpu_times()
     result.server_cpu_s = (user1 + sys1) - (user0 + sys0)
     result.server_sys_s = sys1 - sys0
@@ -432,22 +442,18 @@ def _measure_http(
     which spread them over ``s.connections`` HTTP/2 connections); the server's CPU."""
     from staycheck.client.ohttp import REQUEST_MEDIA_TYPE
 
-    user0, sys0 = srv.cpu_times()
-    ctx0 = srv.context_switches()
-    result = drive_http1(
-        url,
-        body,
-        content_type=REQUEST_MEDIA_TYPE,
-        count=n,
-        connections=s.concurrency,
-        response_bytes=size,
-        cpus=loadgen_cpus,
+    return _with_server_cpu(
+        srv,
+        lambda: drive_http1(
+            url,
+            body,
+            content_type=REQUEST_MEDIA_TYPE,
+            count=n,
+            connections=s.concurrency,
+            response_bytes=size,
+            cpus=loadgen_cpus,
+        ),
     )
-    user1, sys1 = srv.cpu_times()
-    result.server_cpu_s = (user1 + sys1) - (user0 + sys0)
-    result.server_sys_s = sys1 - sys0
-    result.server_ctx_switches = srv.context_switches() - ctx0
-    return result
 
 
 def oblivious_figures(pub: Published, root: pathlib.Path, s: Settings, now: int) -> dict[str, Any]:
