@@ -75,10 +75,14 @@ def supervise(config: ServerConfig) -> int:
         reserved.append(psock)
     config = dataclasses.replace(config, listen=listen, partner_listen=partner_listen)
     # The supervisor makes the first keys before forking, so that every worker loads the
-    # same ones (a key on a token is only recorded here, never made).
+    # same ones (a key on a token is only recorded here, never made), gateway keys too.
     VerdictKeyStore(
         config.state_dir, issuer=config.issuer, verdict_key=config.verdict_key
     ).load_or_create(now=int(time.time()), publish_ahead_s=config.key_publish_ahead_s)
+    if config.ohttp_listen is not None:  # the same for the gateway's keys
+        from staycheck.server.gateway_keys import GatewayKeyStore
+
+        GatewayKeyStore(config.state_dir).load_or_create(now=int(time.time()))
     shared_buckets = SharedBuckets(read_partners(config)) if partner_listen is not None else None
 
     ready_r, ready_w = os.pipe()

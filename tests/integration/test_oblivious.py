@@ -382,3 +382,29 @@ def _recording_gateway(seen: list[dict[str, str]]):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, server.server_address[1]
+
+
+def test_workers_share_the_port_and_the_keys(tmp_path):
+    """With --workers 2 both workers serve the gateway port (SO_REUSEPORT) with the keys
+    the supervisor made once: every connection gets the same configuration, and answers."""
+    from tests.harness import free_port
+    from tests.privacy.serving import children, listening_on
+
+    now = int(time.time())
+    port = free_port()
+    args = ("--workers", "2", "--ohttp-listen", f"127.0.0.1:{port}")
+    with serve_process(tmp_path, areas=spec_areas(now=now), extra_args=args) as server:
+        deadline = time.monotonic() + 30
+        while len(listening_on(children(server.pid), port)) < 2:
+            assert time.monotonic() < deadline, "both workers listen on the gateway port"
+            time.sleep(0.1)
+        url = f"http://127.0.0.1:{port}{KEYS_PATH}"
+        seen = {load_key_configs(url) for _ in range(24)}  # a new connection each time
+        assert len(seen) == 1
+        (configs,) = seen
+        relay_cmd = [*STAYCHECK, "relay", "--listen", "127.0.0.1:0", "--gateway",
+                     f"http://127.0.0.1:{port}/"]  # fmt: skip
+        with spawn(relay_cmd, tmp_path / "relay") as relay:
+            client = ObliviousClient(f"http://{relay.target}/", configs)
+            for _ in range(8):
+                assert Status(client.submit(risky(now)).status) is Status.REVIEW_REQUIRED
