@@ -32,40 +32,56 @@ def b45encode(data: bytes) -> str:
 
 
 _ALPHABET_BYTES = ALPHABET.encode("ascii")
-_TO_DIGITS = bytes.maketrans(_ALPHABET_BYTES, bytes(range(45)))
+# Every byte to its digit value, and every byte outside the alphabet to 0xFF, so that one
+# ``isascii`` (all bytes below 0x80) tells that every character was in the alphabet.
+_TO_DIGITS = bytes(_ALPHABET_BYTES.index(b) if b in _ALPHABET_BYTES else 0xFF for b in range(256))
+
+
+_MASK_CACHE_GROUPS = 256  # masks are kept for texts up to 768 characters (about 200 KB)
+_masks_by_groups: dict[int, tuple[int, int]] = {}
+
+
+def _masks(groups: int) -> tuple[int, int]:
+    """The low byte and the top byte of every 24-bit lane of ``groups`` lanes, as integers."""
+    masks = _masks_by_groups.get(groups)
+    if masks is None:
+        masks = (
+            int.from_bytes(b"\0\0\xff" * groups, "big"),
+            int.from_bytes(b"\xff\0\0" * groups, "big"),
+        )
+        if groups <= _MASK_CACHE_GROUPS:
+            _masks_by_groups[groups] = masks
+    return masks
 
 
 def b45decode(text: str) -> bytes:
     """Decode, raising ValueError on characters outside the alphabet or bad lengths.
-    Verifiers call this per token, hence no loop over groups in Python: the digits of each
-    position in a group are laid into 24-bit lanes of one big integer, the group values are
-    ``c + 45 d + 2025 e`` computed on the three integers at once (a value is at most 91 124,
-    so no lane carries into the next), and a group over 0xFFFF shows as a non-zero top
-    byte of its lane. No numpy: a verifier installs without it."""
+    Verifiers call this per token, hence no loop over groups in Python: the digits are read
+    as one big integer in which each group of three is a 24-bit lane ``c d e`` (a byte
+    each); masks pick the three digits of every lane at once, the group values
+    ``c + 45 d + 2025 e`` are computed on whole integers (a value is at most 91 124, so no
+    lane carries into the next), a group over 0xFFFF shows as a non-zero top byte of its
+    lane, and deleting every lane's top byte leaves the two output bytes of each group.
+    No numpy: a verifier installs without it."""
     if len(text) % 3 == 1:
         raise ValueError("base45: invalid length")
     try:
         raw = text.encode("ascii")
     except UnicodeEncodeError:
         raise ValueError("base45: character outside the alphabet") from None
-    if raw.translate(None, _ALPHABET_BYTES):
-        raise ValueError("base45: character outside the alphabet")
     digits = raw.translate(_TO_DIGITS)
+    if not digits.isascii():
+        raise ValueError("base45: character outside the alphabet")
     whole = len(digits) - len(digits) % 3
-    groups = whole // 3
-    lanes = bytearray(3 * groups)
-    lanes[2::3] = digits[0:whole:3]
-    c = int.from_bytes(lanes, "big")
-    lanes[2::3] = digits[1:whole:3]
-    d = int.from_bytes(lanes, "big")
-    lanes[2::3] = digits[2:whole:3]
-    e = int.from_bytes(lanes, "big")
-    values = (c + 45 * d + 2025 * e).to_bytes(3 * groups, "big")
-    if values[0::3].strip(b"\0"):
+    low, top = _masks_by_groups.get(whole // 3) or _masks(whole // 3)
+    lanes = int.from_bytes(digits, "big")
+    if whole < len(digits):
+        lanes >>= 16  # the trailing pair is decoded on its own below
+    values = ((lanes >> 16) & low) + 45 * ((lanes >> 8) & low) + 2025 * (lanes & low)
+    if values & top:
         raise ValueError("base45: group out of range")
-    out = bytearray(2 * groups)
-    out[0::2] = values[1::3]
-    out[1::2] = values[2::3]
+    out = bytearray(values.to_bytes(whole, "big"))
+    del out[0::3]
     if whole < len(digits):
         n = digits[-2] + digits[-1] * 45
         if n > 0xFF:

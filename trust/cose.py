@@ -6,6 +6,11 @@ array of (protected bstr, unprotected map, payload bstr, signature bstr), and an
 is not the one deterministic encoding of it (RFC 8949 section 4.2: definite lengths,
 shortest heads, no other tag, sorted map keys), so that a message has one byte string only.
 
+The one shape tokens have is read by hand (:func:`split_sign1`, a few byte comparisons);
+anything else goes through cbor2 and the checks above, which refuse it with their reason.
+The hand reader accepts nothing the general decoder refuses and gives the same parts
+(tests/unit/test_token_fast_path.py).
+
 What it does not do: pick keys or algorithms, or verify. Callers verify the bytes returned
 by :meth:`Sign1.to_be_signed` with a key *they* chose (``staycheck.trust.keys.KeySet``); a header's
 ``alg`` and ``kid`` are only hints.
@@ -35,9 +40,25 @@ def encode_protected(header: dict[int, Any]) -> bytes:
     return cbor2.dumps(header, canonical=True)
 
 
+# The CBOR head of the four-element Sig_structure array and its context text "Signature1"
+# (RFC 9052 section 4.4): the constant prefix of every COSE_Sign1 Sig_structure.
+SIG_STRUCTURE_HEAD = b"\x84\x6aSignature1"
+
+
 def sig_structure(protected: bytes, payload: bytes) -> bytes:
-    """RFC 9052 section 4.4 ``Sig_structure`` for COSE_Sign1 with empty external AAD."""
-    return cbor2.dumps(["Signature1", protected, b"", payload])
+    """RFC 9052 section 4.4 ``Sig_structure`` for COSE_Sign1 with empty external AAD:
+    ``["Signature1", protected, h'', payload]``, written as its deterministic CBOR bytes
+    by concatenation (the bytes ``cbor2.dumps`` gives for that array; a test checks)."""
+    return b"".join(
+        (
+            SIG_STRUCTURE_HEAD,
+            bstr_header(len(protected)),
+            protected,
+            b"\x40",
+            bstr_header(len(payload)),
+            payload,
+        )
+    )
 
 
 def bstr_header(length: int) -> bytes:
@@ -57,7 +78,7 @@ class Sign1Framer:
     exactly the bytes of :func:`sig_structure` and :func:`encode_sign1` (a test checks)."""
 
     def __init__(self, protected: bytes) -> None:
-        self._tbs_prefix = b"\x84" + cbor2.dumps("Signature1") + cbor2.dumps(protected) + b"\x40"
+        self._tbs_prefix = SIG_STRUCTURE_HEAD + cbor2.dumps(protected) + b"\x40"
         self._sign1_prefix = b"\xd2\x84" + cbor2.dumps(protected) + b"\xa0"
 
     def to_be_signed(self, payload: bytes) -> bytes:
@@ -110,6 +131,16 @@ def decode_sign1(data: bytes, *, max_size: int) -> Sign1:
     """
     if len(data) > max_size:
         raise MalformedError(f"COSE_Sign1: larger than {max_size} bytes")
+    parts = split_sign1(data)
+    if parts is not None:
+        end, alg, kid, start, stop, signature = parts
+        return Sign1(data[3:end], {HEADER_ALG: alg, HEADER_KID: kid}, data[start:stop], signature)
+    return _decode_sign1_general(data)
+
+
+def _decode_sign1_general(data: bytes) -> Sign1:
+    """:func:`decode_sign1` through cbor2, for any input (after the size check): what is not
+    in the one shape :func:`split_sign1` reads is refused here, with the reason."""
     try:
         stream = io.BytesIO(data)
         obj = cbor2.CBORDecoder(stream).decode()
@@ -152,3 +183,74 @@ def decode_sign1(data: bytes, *, max_size: int) -> Sign1:
     ):
         raise MalformedError("COSE_Sign1: not the deterministic CBOR encoding")
     return Sign1(protected_bytes, protected, payload, signature)
+
+
+def _bstr_at(data: bytes, i: int) -> tuple[int, int]:
+    """The length and the first content index of the byte string whose head is at ``i``,
+    for a shortest definite-length head of at most 2 length bytes; ``(-1, 0)`` otherwise."""
+    head = data[i]
+    if 0x40 <= head < 0x58:
+        return head - 0x40, i + 1
+    if head == 0x58:
+        n = data[i + 1]
+        return (n, i + 2) if n >= 24 else (-1, 0)
+    if head == 0x59:
+        n = int.from_bytes(data[i + 1 : i + 3], "big")
+        return (n, i + 3) if n >= 0x100 else (-1, 0)
+    return -1, 0
+
+
+def split_sign1(data: bytes) -> tuple[int, int, bytes, int, int, bytes] | None:
+    """The parts of a COSE_Sign1 in the one shape tokens have, read by hand; ``None`` for
+    anything else, which the caller then decodes with the general decoder.
+
+    The shape is the deterministic encoding ``d2 84 | bstr(protected) | a0 | bstr(payload)
+    | bstr(signature)`` with nothing after it, every byte-string head the shortest one, and
+    the protected header exactly ``a2 01 <alg> 04 bstr(kid)``: a map of two entries, labels
+    1 and 4 in that order, ``alg`` an integer of one byte (-24..23) and ``kid`` a byte
+    string of at most 23 bytes, i.e. the deterministic encoding of ``{1: alg, 4: kid}``.
+    Every byte string of that shape is one the general decoder accepts with the same parts;
+    nothing is accepted here that it refuses (tests compare both on mutated tokens).
+
+    Returns ``(end, alg, kid, start, stop, signature)``: ``data[3:end]`` is the protected
+    header, ``data[start:stop]`` the payload, and ``data[2:end]`` and ``data[end + 1:stop]``
+    are the protected and payload byte strings with their heads, as the ``Sig_structure``
+    holds them."""
+    if type(data) is not bytes or not data.startswith(b"\xd2\x84"):
+        return None
+    try:
+        n = data[2] - 0x40
+        if not 5 <= n < 24 or data[3:5] != b"\xa2\x01" or data[6] != HEADER_KID:
+            return None
+        a = data[5]
+        if a < 0x18:
+            alg = a
+        elif 0x20 <= a < 0x38:
+            alg = 0x1F - a
+        else:
+            return None
+        if data[7] != 0x40 + n - 5:
+            return None
+        end = 3 + n
+        if data[end] != 0xA0:
+            return None
+        if data[end + 1] == 0x58:  # a payload of 24-255 bytes, as every token's
+            length, start = data[end + 2], end + 3
+            if length < 24:
+                return None
+        else:
+            length, start = _bstr_at(data, end + 1)
+            if length < 0:
+                return None
+        stop = start + length
+        if data[stop : stop + 2] == b"\x58\x40":  # a 64-byte signature
+            first = stop + 2
+            if first + 64 != len(data):
+                return None
+        else:
+            length, first = _bstr_at(data, stop)
+            if length < 0 or first + length != len(data):
+                return None
+    except IndexError:
+        return None
+    return end, alg, data[8:end], start, stop, data[first:]

@@ -40,7 +40,7 @@ from staycheck.geo.errors import (
 from staycheck.trust.binding import SALT_LENGTH, BindingParameters, compute_binding
 from staycheck.trust.keys import VerdictKeySet
 from staycheck.trust.truststore import TrustStore
-from staycheck.trust.verdict import MAX_TTL_S, Verdict, decode_token
+from staycheck.trust.verdict import MAX_TTL_S, Verdict, decode_for_verification
 
 DEFAULT_SKEW_S = 120
 
@@ -105,6 +105,7 @@ class NoBindingCheck:
 
 NO_BINDING_CHECK: Final = NoBindingCheck()
 Identity = SubjectId | SubjectBinding | NoBindingCheck
+_IDENTITY_TYPES = (SubjectId, SubjectBinding, NoBindingCheck)
 
 
 def verify_token(
@@ -122,16 +123,16 @@ def verify_token(
     issuer's key set, or a trust store of several issuers (federation), in which case the
     token's ``iss`` selects the key set. ``identity`` is the identity check (see above).
     """
-    if not isinstance(identity, SubjectId | SubjectBinding | NoBindingCheck):
+    if not isinstance(identity, _IDENTITY_TYPES):
         raise TypeError("identity must be SubjectId, SubjectBinding or NO_BINDING_CHECK")
-    sign1, verdict = decode_token(token)
+    kid, alg, signature, to_be_signed, verdict = decode_for_verification(token)
     keys = trusted.key_set_for(verdict.issuer) if isinstance(trusted, TrustStore) else trusted
     keys.verify(
-        key_id=sign1.kid,
-        signature=sign1.signature,
-        data=sign1.to_be_signed(),
+        key_id=kid,
+        signature=signature,
+        data=to_be_signed,
         at=verdict.issued_at,
-        alg=sign1.alg if sign1.alg is not None else -1,
+        alg=alg if alg is not None else -1,
     )
     if keys.issuer is not None and verdict.issuer != keys.issuer:
         raise UnknownKeyError("token: issuer does not own this key")
