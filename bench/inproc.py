@@ -124,19 +124,24 @@ def match_and_sign(
     items = [(stays_from_proto(r.itinerary), r.subject_binding) for r in requests]
     raw_items = [r.SerializeToString() for r in requests]
 
-    def one(item: tuple[Any, bytes]) -> str:
-        stays, binding = item
-        status = evaluate(stays, bundle, now=now)
-        verdict = issue_verdict(
-            status,
-            now=now,
-            issuer=ISSUER,
-            riskset_version=bundle.version,
-            bundle_expires_at=bundle.expires_at,
-            binding=binding,
-            binding_params=DEFAULT_PARAMETERS if binding else None,
-        )
-        return token_signer.sign(verdict)
+    def match_and_sign(signer: TokenSigner) -> Callable[[tuple[Any, bytes]], str]:
+        def one(item: tuple[Any, bytes]) -> str:
+            stays, binding = item
+            status = evaluate(stays, bundle, now=now)
+            verdict = issue_verdict(
+                status,
+                now=now,
+                issuer=ISSUER,
+                riskset_version=bundle.version,
+                bundle_expires_at=bundle.expires_at,
+                binding=binding,
+                binding_params=DEFAULT_PARAMETERS if binding else None,
+            )
+            return signer.sign(verdict)
+
+        return one
+
+    one = match_and_sign(token_signer)
 
     def full(raw: bytes) -> bytes:
         req = pb.SubmitItineraryRequest.FromString(raw)
@@ -164,21 +169,7 @@ def match_and_sign(
     fi, _ = compare((full, raw_items), (raw_key.sign, sign_inputs), rounds=1, seconds=seconds)
     out = {"match_sign": ms, "full_item": fi, "raw_sign": raw}
     if hsm_signer is not None:
-        hsm_token_signer = TokenSigner(hsm_signer)
-
-        def one_hsm(item: tuple[Any, bytes]) -> str:
-            stays, binding = item
-            status = evaluate(stays, bundle, now=now)
-            verdict = issue_verdict(
-                status,
-                now=now,
-                issuer=ISSUER,
-                riskset_version=bundle.version,
-                bundle_expires_at=bundle.expires_at,
-                binding=binding,
-                binding_params=DEFAULT_PARAMETERS if binding else None,
-            )
-            return hsm_token_signer.sign(verdict)
+        one_hsm = match_and_sign(TokenSigner(hsm_signer))
 
         out["match_sign_hsm"], out["match_sign_file"] = compare(
             (one_hsm, items), (one, items), rounds=rounds, seconds=seconds

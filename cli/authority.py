@@ -63,16 +63,22 @@ def progress(done: int, total: int) -> None:
         print(f"\rbuilding [{bar}] {done}/{total} areas", end=end, file=sys.stderr, flush=True)
 
 
+def read_geojson(path: str, what: str) -> Any:
+    """The parsed JSON of the GeoJSON file at ``path`` (checked later, by the rules of
+    ``staycheck.geo.authoring``); not JSON: an input error naming the file."""
+    try:
+        return json.loads(read(path, what))
+    except ValueError:
+        fail(f"{what}: {path} is not valid JSON")
+
+
 def geojson_message(path: str, what: str) -> Any:
     """The areas of a GeoJSON file as a bundle message, after every check of publishing
     (``staycheck.geo.authoring``); version and dates only label it."""
     from staycheck.geo.authoring import build_bundle
     from staycheck.geo.bundle import Policy
 
-    try:
-        collection = json.loads(read(path, what))
-    except ValueError:
-        fail(f"{what}: {path} is not valid JSON")
+    collection = read_geojson(path, what)
     from staycheck.geo.errors import InvalidInputError
 
     t = now()

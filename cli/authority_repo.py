@@ -8,7 +8,6 @@ so that ``staycheck verify`` on the base install never imports TUF.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 from typing import Any
 
@@ -68,11 +67,9 @@ def cmd_add_department(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    try:
-        collection = json.loads(read(args.areas, "areas"))
-    except ValueError:
-        fail("repo publish: --areas is not valid JSON")
-    from staycheck.cli.authority import progress
+    from staycheck.cli.authority import progress, read_geojson
+
+    collection = read_geojson(args.areas, "repo publish: --areas")
 
     repo = _open(args)
     count = repo.publish_areas(args.name, collection, now=now(), progress=progress)
@@ -117,14 +114,11 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     """What publishing ``--areas`` for a department would change, area by area."""
-    from staycheck.cli.authority import progress
+    from staycheck.cli.authority import progress, read_geojson
     from staycheck.geo.diff import diff_bundles, format_diff
     from staycheck.v1 import bundle_pb2
 
-    try:
-        collection = json.loads(read(args.areas, "areas"))
-    except ValueError:
-        fail("repo diff: --areas is not valid JSON")
+    collection = read_geojson(args.areas, "repo diff: --areas")
     repo = _open(args)
     policy = repo.policy().policy
     old = bundle_pb2.RiskAreaBundle(policy=policy, areas=repo.areas(args.name).areas)

@@ -52,6 +52,15 @@ class KeyEntry:
     retired_at: int | None = None
 
 
+@dataclass(frozen=True)
+class Index:
+    """What ``keys.json`` holds."""
+
+    entries: list[KeyEntry]
+    grace_s: int
+    last_key_id: int
+
+
 class GatewayKeyStore:
     """The gateway keys of the state dir ``state_dir``."""
 
@@ -81,12 +90,13 @@ class GatewayKeyStore:
         """A new published key (the next free key id); the one published until now is
         retired, and retired keys past their grace are deleted. Returns the new key id."""
         ensure_private_dir(self.folder)
-        entries = [e for e in self._read_index() if not _expired(e, now, grace_s)]
+        index = self._read_index()
+        entries = [e for e in index.entries if not _expired(e, now, grace_s)]
         used = {e.key_id for e in entries}
         # Ids go on from the last one made (1-255, then round again), so a client still
         # holding a deleted key's configuration meets "unknown key" (and fetches the keys
         # again), not another key under its old id.
-        last = self._read_last_id()
+        last = index.last_key_id
         key_id = next(
             (i for i in ((last + k - 1) % 255 + 1 for k in range(1, 256)) if i not in used), None
         )
@@ -120,8 +130,8 @@ class GatewayKeyStore:
 
     def _load(self, *, now: int) -> GatewayKeys:
         st = os.stat(self._index)
-        entries = self._read_index()
-        grace_s = self._read_grace()
+        index = self._read_index()
+        entries, grace_s = index.entries, index.grace_s
         published = [self._read_key(e) for e in entries if e.retired_at is None]
         retired = [
             self._read_key(e)
@@ -138,29 +148,17 @@ class GatewayKeyStore:
         self._next_expiry = min(ends) if ends else None
         return self._keys
 
-    def _read_index(self) -> list[KeyEntry]:
+    def _read_index(self) -> Index:
+        """``keys.json``, read and parsed once."""
         try:
             data = json.loads(self._index.read_bytes())
-            return [
+            entries = [
                 KeyEntry(int(e["key_id"]), int(e["created_at"]), e.get("retired_at"))
                 for e in data["keys"]
             ]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ConfigurationError(f"oblivious gateway keys: cannot read {self._index}") from e
-
-    def _read_last_id(self) -> int:
-        try:
-            data = json.loads(self._index.read_bytes())
-            return int(
-                data.get("last_key_id", max((int(e["key_id"]) for e in data["keys"]), default=0))
-            )
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ConfigurationError(f"oblivious gateway keys: cannot read {self._index}") from e
-
-    def _read_grace(self) -> int:
-        try:
-            return int(json.loads(self._index.read_bytes()).get("grace_s", DEFAULT_GRACE_S))
-        except (OSError, ValueError, TypeError) as e:
+            last = int(data.get("last_key_id", max((e.key_id for e in entries), default=0)))
+            return Index(entries, int(data.get("grace_s", DEFAULT_GRACE_S)), last)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ConfigurationError(f"oblivious gateway keys: cannot read {self._index}") from e
 
     def _read_key(self, entry: KeyEntry) -> GatewayKey:
