@@ -141,11 +141,16 @@ def build_figures(res: dict[str, Any], *, concurrency: int) -> list[Figure]:
         met = v >= 12_000 and f.ratio is not None and f.ratio >= 0.4
         figs.append(f.with_target("≥ 12 000 /s, ≥ 0.4 × raw", met))
     title = "3 match + sign verdicts/s per core (in-process)"
-    note = "no gRPC: the stream's own work"
+    note = "no gRPC: the stream's own work, chunks of 64"
     f = _compare("3.match_sign", title, "per_s", "/s", (ms["match_sign"], sign), raw_sign, note)
     figs.append(f.with_target("≥ 20 000 /s", ms["match_sign"]["per_s"] >= 20_000))
     title = "  parse+validate+match+sign+encode per core"
     figs.append(_compare("3.full_item", title, "per_s", "/s", (ms["full_item"], sign), raw_sign))
+    if "match_sign_single" in ms:
+        title = "  match + sign one itinerary at a time"
+        pair = ms["match_sign_single"], ms["match_sign_chunked"]
+        note = "evaluate per item, beside evaluate_batch of 64"
+        figs.append(_compare("3.match_sign_single", title, "per_s", "/s", pair, "chunks", note))
     # Issue 12: the verdict key on a SoftHSM2 token beside the key file, same run (no target:
     # a software token in this process is not an HSM's latency, but it is the PKCS#11 path).
     hsm_stream = res.get("partner_stream_hsm")

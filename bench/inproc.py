@@ -19,8 +19,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from staycheck.geo.bundle import RiskAreaBundle
-from staycheck.geo.itinerary import DEFAULT_LIMITS, validate
-from staycheck.geo.matching import evaluate
+from staycheck.geo.itinerary import DEFAULT_LIMITS, Status, validate
+from staycheck.geo.matching import evaluate, evaluate_batch
 from staycheck.server.binding_input import read_binding
 from staycheck.trust import cose
 from staycheck.trust.binding import DEFAULT_PARAMETERS
@@ -50,8 +50,11 @@ class Rate:
     rounds: list[float]
 
 
-def _round(fn: Callable[[Any], object], items: Sequence[Any], seconds: float) -> tuple[int, float]:
-    """Call ``fn`` over ``items`` (cycling) for about ``seconds`` of thread CPU."""
+def _round(
+    fn: Callable[[Any], object], items: Sequence[Any], seconds: float, weight: int = 1
+) -> tuple[int, float]:
+    """Call ``fn`` over ``items`` (cycling) for about ``seconds`` of thread CPU; each call
+    counts as ``weight`` (the items of a chunk)."""
     it = itertools.cycle(items)
     calls = 0
     t0 = time.thread_time()
@@ -60,7 +63,7 @@ def _round(fn: Callable[[Any], object], items: Sequence[Any], seconds: float) ->
     while True:
         for _ in range(64):
             fn(next(it))
-        calls += 64
+        calls += 64 * weight
         now = time.thread_time()
         if now >= deadline or time.monotonic() >= wall_deadline or calls >= 50_000_000:
             return calls, now - t0
@@ -72,14 +75,17 @@ def compare(
     *,
     rounds: int,
     seconds: float,
+    weights: tuple[int, int] = (1, 1),
 ) -> tuple[Rate, Rate]:
-    """Interleaved rounds of subject and baseline; median and best rate of each."""
+    """Interleaved rounds of subject and baseline; median and best rate of each. A call of
+    the subject (baseline) counts as ``weights[0]`` (``[1]``) calls: a chunk of that many
+    items."""
     results: list[list[tuple[int, float]]] = [[], []]
-    for fn, items in (subject, baseline):  # warm-up
-        _round(fn, items, min(0.1, seconds))
+    for (fn, items), weight in zip((subject, baseline), weights, strict=True):  # warm-up
+        _round(fn, items, min(0.1, seconds), weight)
     for _ in range(rounds):
         for k, (fn, items) in enumerate((subject, baseline)):
-            results[k].append(_round(fn, items, seconds))
+            results[k].append(_round(fn, items, seconds, weights[k]))
     out = []
     for rs in results:
         rates = [c / t for c, t in rs if t > 0]
@@ -95,6 +101,10 @@ def _sign_inputs(n: int) -> list[bytes]:
     return [cose.sig_structure(protected, secrets.token_bytes(96)) for _ in range(n)]
 
 
+CHUNK = 64
+"""Items per chunk in figure 3's in-process rates: what the partner client sends a message."""
+
+
 def match_and_sign(
     bundle: RiskAreaBundle,
     requests: Sequence[pb.SubmitItineraryRequest],
@@ -104,16 +114,19 @@ def match_and_sign(
     seconds: float,
     hsm_signer: Signer | None = None,
 ) -> dict[str, Rate]:
-    """Figure 3 (in-process stand-in for the partner batch stream):
+    """Figure 3 (in-process stand-in for the partner batch stream), per item:
 
-    - ``match_sign``: ``evaluate`` + ``issue_verdict`` + ``TokenSigner.sign`` over
-      already converted stays;
-    - ``full_item``: the whole per-item work of a batch without gRPC: parse the request
-      bytes, convert and validate the stays, match, issue, sign, serialize the response;
+    - ``match_sign``: chunks of :data:`CHUNK` already converted itineraries matched by one
+      ``evaluate_batch``, then ``issue_verdict`` + ``TokenSigner.sign`` for each;
+    - ``match_sign_single``: the same one itinerary at a time (``evaluate``), in rounds
+      interleaved with ``match_sign_chunked`` (``match_sign`` again): what batching gains;
+    - ``full_item``: the whole per-item work of a chunk without gRPC, as
+      ``VerdictCore.submit_many`` does it: parse each request's bytes, convert and validate
+      its stays, one ``evaluate_batch`` for the chunk, issue, sign, serialize each response;
     - ``raw_sign``: bare Ed25519 signs of verdict-sized inputs (the ceiling).
 
     With ``hsm_signer`` (a key on a SoftHSM2 token, issue 12), also ``match_sign_hsm`` (the
-    same work signing through PKCS#11) in rounds interleaved with ``match_sign_file``
+    chunked work signing through PKCS#11) in rounds interleaved with ``match_sign_file``
     (the key file again, so the pair shares the machine's state), and ``raw_sign_hsm``
     (bare signs through PKCS#11) beside ``raw_sign_file``. The token's work runs in this
     thread (SoftHSM2 is a library), so thread CPU counts it.
@@ -122,33 +135,13 @@ def match_and_sign(
     token_signer = TokenSigner(file_signer)
     raw_key = Ed25519PrivateKey.generate()
     items = [(stays_from_proto(r.itinerary), r.subject_binding) for r in requests]
-    raw_items = [r.SerializeToString() for r in requests]
+    chunks = [items[k : k + CHUNK] for k in range(0, len(items) - CHUNK + 1, CHUNK)]
+    raw_chunks = [
+        [r.SerializeToString() for r in requests[k : k + CHUNK]]
+        for k in range(0, len(requests) - CHUNK + 1, CHUNK)
+    ]
 
-    def match_and_sign(signer: TokenSigner) -> Callable[[tuple[Any, bytes]], str]:
-        def one(item: tuple[Any, bytes]) -> str:
-            stays, binding = item
-            status = evaluate(stays, bundle, now=now)
-            verdict = issue_verdict(
-                status,
-                now=now,
-                issuer=ISSUER,
-                riskset_version=bundle.version,
-                bundle_expires_at=bundle.expires_at,
-                binding=binding,
-                binding_params=DEFAULT_PARAMETERS if binding else None,
-            )
-            return signer.sign(verdict)
-
-        return one
-
-    one = match_and_sign(token_signer)
-
-    def full(raw: bytes) -> bytes:
-        req = pb.SubmitItineraryRequest.FromString(raw)
-        stays = stays_from_proto(req.itinerary)
-        validate(stays, now=now, limits=DEFAULT_LIMITS)
-        status = evaluate(stays, bundle, now=now)
-        binding, params = read_binding(req)
+    def signed(signer: TokenSigner, status: Status, binding: bytes, params: Any) -> str:
         verdict = issue_verdict(
             status,
             now=now,
@@ -158,21 +151,66 @@ def match_and_sign(
             binding=binding,
             binding_params=params,
         )
-        return pb.SubmitItineraryResponse(
-            status=pb.VerdictStatus.ValueType(status),
-            token=token_signer.sign(verdict),
-            riskset_version=verdict.riskset_version,
-        ).SerializeToString()
+        return signer.sign(verdict)
 
+    def chunked(signer: TokenSigner) -> Callable[[list[tuple[Any, bytes]]], list[str]]:
+        def run(chunk: list[tuple[Any, bytes]]) -> list[str]:
+            statuses = evaluate_batch([stays for stays, _ in chunk], bundle, now=now)
+            return [
+                signed(signer, status, binding, DEFAULT_PARAMETERS if binding else None)
+                for (_, binding), status in zip(chunk, statuses, strict=True)
+            ]
+
+        return run
+
+    def single(item: tuple[Any, bytes]) -> str:
+        stays, binding = item
+        status = evaluate(stays, bundle, now=now)
+        return signed(token_signer, status, binding, DEFAULT_PARAMETERS if binding else None)
+
+    def full(raws: list[bytes]) -> list[bytes]:
+        reqs = [pb.SubmitItineraryRequest.FromString(raw) for raw in raws]
+        accepted = []
+        for req in reqs:
+            stays = stays_from_proto(req.itinerary)
+            validate(stays, now=now, limits=DEFAULT_LIMITS)
+            accepted.append((stays, *read_binding(req)))
+        statuses = evaluate_batch([stays for stays, _, _ in accepted], bundle, now=now)
+        out = []
+        for (_, binding, params), status in zip(accepted, statuses, strict=True):
+            token = signed(token_signer, status, binding, params)
+            response = pb.SubmitItineraryResponse(
+                status=pb.VerdictStatus.ValueType(status),
+                token=token,
+                riskset_version=bundle.version,
+            )
+            out.append(response.SerializeToString())
+        return out
+
+    batch = chunked(token_signer)
     sign_inputs = _sign_inputs(64)
-    ms, raw = compare((one, items), (raw_key.sign, sign_inputs), rounds=rounds, seconds=seconds)
-    fi, _ = compare((full, raw_items), (raw_key.sign, sign_inputs), rounds=1, seconds=seconds)
-    out = {"match_sign": ms, "full_item": fi, "raw_sign": raw}
+    raw = (raw_key.sign, sign_inputs)
+    per_chunk = (CHUNK, 1)
+    ms, raw_rate = compare((batch, chunks), raw, rounds=rounds, seconds=seconds, weights=per_chunk)
+    fi, _ = compare((full, raw_chunks), raw, rounds=1, seconds=seconds, weights=per_chunk)
+    ones, again = compare(
+        (single, items), (batch, chunks), rounds=rounds, seconds=seconds, weights=(1, CHUNK)
+    )
+    out = {
+        "match_sign": ms,
+        "match_sign_single": ones,
+        "match_sign_chunked": again,
+        "full_item": fi,
+        "raw_sign": raw_rate,
+    }
     if hsm_signer is not None:
-        one_hsm = match_and_sign(TokenSigner(hsm_signer))
-
+        batch_hsm = chunked(TokenSigner(hsm_signer))
         out["match_sign_hsm"], out["match_sign_file"] = compare(
-            (one_hsm, items), (one, items), rounds=rounds, seconds=seconds
+            (batch_hsm, chunks),
+            (batch, chunks),
+            rounds=rounds,
+            seconds=seconds,
+            weights=(CHUNK, CHUNK),
         )
         out["raw_sign_hsm"], out["raw_sign_file"] = compare(
             (hsm_signer.sign, sign_inputs),
@@ -189,8 +227,6 @@ def verify_rates(*, now: int, rounds: int, seconds: float, tokens: int = 64) -> 
     signer = Ed25519Signer.generate()
     token_signer = TokenSigner(signer)
     keys = VerdictKeySet(KeySet([signer.public_key], issuer=ISSUER))
-    from staycheck.geo.itinerary import Status
-
     cases = []
     raw_cases = []
     from staycheck.trust.verdict import decode_token

@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.timestamp_pb2 import Timestamp
 from staycheck.geo.bundle import RiskAreaBundle
 from staycheck.geo.itinerary import DEFAULT_LIMITS, validate
-from staycheck.geo.matching import evaluate, qualifying
+from staycheck.geo.matching import evaluate, evaluate_batch
 from staycheck.trust import cose
 from staycheck.trust.base45 import b45encode
 from staycheck.trust.binding import DEFAULT_PARAMETERS
@@ -52,6 +52,7 @@ from staycheck.trust.verdict import TokenSigner, issue_verdict
 from staycheck.v1 import verification_pb2 as pb
 
 from bench import data as bdata
+from bench.inproc import CHUNK
 
 ISSUER = "110000"
 
@@ -91,10 +92,6 @@ def stage_table(bundle: Any, requests: list[pb.SubmitItineraryRequest], now: int
     msgs = [pb.SubmitItineraryRequest.FromString(r) for r in raws]
     stays = [stays_from_proto(m.itinerary, limits=DEFAULT_LIMITS) for m in msgs]
     policy = bundle.policy
-    cands = [
-        qualifying(s, now=now, window_s=policy.window_s, min_stay_s=policy.min_stay_s)
-        for s in stays
-    ]
     signer = Ed25519Signer.generate()
     key = Ed25519PrivateKey.generate()
     token_signer = TokenSigner(signer)
@@ -120,22 +117,26 @@ def stage_table(bundle: Any, requests: list[pb.SubmitItineraryRequest], now: int
     sign1s = [cose.encode_sign1(protected, p, s) for p, s in zip(payloads, sigs, strict=True)]
     tokens = [token_signer.sign(v) for v in verdicts]
 
-    def located_arrays(c: list[Any]) -> Any:
-        located = [x for x in c if x[0].location is not None]
-        coords = np.array([x[0].location[::-1] for x in located], dtype=np.float64)
-        starts = np.array([x[1] for x in located], dtype=np.int64)
-        ends = np.array([x[2] for x in located], dtype=np.int64)
+    w0 = now - policy.window_s
+
+    def located_arrays(its: list[Any]) -> Any:
+        """Every located stay, clipped: what the index query gets for these itineraries."""
+        located = [x for x in its if x.location is not None]
+        coords = np.array([x.location[::-1] for x in located], dtype=np.float64)
+        starts = np.array([max(x.arrival, w0) for x in located], dtype=np.int64)
+        ends = np.array([min(x.departure, now) for x in located], dtype=np.int64)
         return coords, starts, ends
 
-    arrays = [located_arrays(c) for c in cands]
+    arrays = [located_arrays(s) for s in stays]
+    chunks = [stays[k : k + CHUNK] for k in range(0, len(stays) - CHUNK + 1, CHUNK)]
+    chunk_arrays = [located_arrays([x for it in c for x in it]) for c in chunks]
     index = bundle.index
 
-    def point_hit(a: Any) -> bool:
-        coords, starts, ends = a
-        return bool(index.any_point_hit(coords, starts, ends))
+    def point_hits(a: Any) -> object:
+        return index.point_hits(*a)
 
-    def city_hits(c: list[Any]) -> bool:
-        return any(index.any_city_hit(s.city_code, st, en) for s, st, en in c if s.location is None)
+    def batch(c: list[Any]) -> object:
+        return evaluate_batch(c, bundle, now=now)
 
     def response(i: int) -> pb.SubmitItineraryResponse:
         v = verdicts[i]
@@ -149,13 +150,9 @@ def stage_table(bundle: Any, requests: list[pb.SubmitItineraryRequest], now: int
 
     responses = [response(i) for i in idx]
     lim = DEFAULT_LIMITS
-    w, ms = policy.window_s, policy.min_stay_s
 
     def convert(m: Any) -> object:
         return stays_from_proto(m.itinerary, limits=lim)
-
-    def qualify(s: Any) -> object:
-        return qualifying(s, now=now, window_s=w, min_stay_s=ms)
 
     def claims_cbor(v: Any) -> bytes:
         return bytes(cbor2.dumps(v.claims(), canonical=True))
@@ -168,10 +165,10 @@ def stage_table(bundle: Any, requests: list[pb.SubmitItineraryRequest], now: int
         ("message -> Stay list (stays_from_proto)", convert, msgs),
         ("validate", lambda s: validate(s, now=now, limits=lim), stays),
         ("evaluate (whole match)", lambda s: evaluate(s, bundle, now=now), stays),
-        ("  qualifying (clip + union per city)", qualify, stays),
-        ("  city-level rule (unlocated stays)", city_hits, cands),
-        ("  NumPy arrays of located stays", located_arrays, cands),
-        ("  any_point_hit (points + STRtree + mask)", point_hit, arrays),
+        ("  NumPy arrays of the located stays", located_arrays, stays),
+        ("  point_hits (points, STRtree query, mask)", point_hits, arrays),
+        (f"  evaluate_batch of {CHUNK}, per itinerary", batch, chunks),
+        (f"  point_hits of {CHUNK} itineraries, per itinerary", point_hits, chunk_arrays),
         ("issue_verdict (incl. 16 random bytes)", issue, idx),
         ("TokenSigner.sign (whole)", token_signer.sign, verdicts),
         ("  claims() + cbor2.dumps(canonical)", claims_cbor, verdicts),
@@ -182,7 +179,10 @@ def stage_table(bundle: Any, requests: list[pb.SubmitItineraryRequest], now: int
         ("response message (+2 Timestamps)", response, idx),
         ("response -> bytes (SerializeToString)", lambda r: r.SerializeToString(), responses),
     ]
-    rows = [(name, _per_call_us(fn, items, n)) for name, fn, items in steps]
+    rows = [
+        (name, _per_call_us(fn, items, n) / (CHUNK if f"of {CHUNK}" in name else 1))
+        for name, fn, items in steps
+    ]
     top = [us for name, us in rows if not name.startswith(" ")]
     print(
         f"\nStages of one SubmitItinerary ({len(bundle.index)} flagged areas indexed, "

@@ -1,7 +1,8 @@
 """Geometry and the itinerary rule: the matching rule of docs/rules.md.
 
 - :mod:`staycheck.geo.itinerary`: stays, their validation, the verdict :class:`Status`.
-- :mod:`staycheck.geo.matching`: :func:`evaluate`, the matching rule itself.
+- :mod:`staycheck.geo.matching`: :func:`evaluate`, the matching rule itself, and
+  :func:`evaluate_batch`, the same for many itineraries with one index query.
 - :mod:`staycheck.geo.bundle`: the risk-area model, its policy and spatial index.
 - :mod:`staycheck.geo.geodesy`: geodesic distances for the tolerance.
 - :mod:`staycheck.geo.authoring`, :mod:`~staycheck.geo.render`, :mod:`~staycheck.geo.diff`:
@@ -29,7 +30,7 @@ from staycheck.geo.itinerary import ItineraryLimits, Status, Stay, validate
 
 if TYPE_CHECKING:
     from staycheck.geo.bundle import Level, Policy, RiskAreaBundle
-    from staycheck.geo.matching import evaluate
+    from staycheck.geo.matching import evaluate, evaluate_batch
 
 # Names whose modules need the geometry libraries, imported when first used.
 _GEOMETRY = {
@@ -37,6 +38,7 @@ _GEOMETRY = {
     "Policy": "staycheck.geo.bundle",
     "RiskAreaBundle": "staycheck.geo.bundle",
     "evaluate": "staycheck.geo.matching",
+    "evaluate_batch": "staycheck.geo.matching",
 }
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "Stay",
     "UnavailableError",
     "evaluate",
+    "evaluate_batch",
     "validate",
 ]
 

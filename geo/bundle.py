@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 import enum
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,10 +27,10 @@ from staycheck.geo.itinerary import is_city_code
 from staycheck.v1 import bundle_pb2
 
 OPEN_END = np.iinfo(np.int64).max
-MAX_CANDIDATE_COORDS = 2_000_000
-"""Most polygon vertices one request may need measured for the tolerance (about 50 ms of
-numpy on one core); beyond, the request counts as a hit (REVIEW_REQUIRED, fail closed)."""
 """``active_until`` of an area that is still active."""
+MAX_CANDIDATE_COORDS = 2_000_000
+"""Most polygon vertices one itinerary may need measured for the tolerance (about 50 ms of
+numpy on one core); beyond, it counts as a hit (REVIEW_REQUIRED, fail closed)."""
 
 
 class Level(enum.IntEnum):
@@ -122,18 +121,18 @@ class RiskIndex:
         # (libgeos/geos#825) and every request thread shares these. The tree query prepares
         # its query points instead, which are each call's own.
         self._tree = shapely.STRtree(geometries)
+        self._vertices = shapely.get_num_coordinates(geometries).astype(np.float64)
         # City-level rule: per city, active_from sorted ascending with the running maximum of
         # active_until, so "some area active in [start, end)" is one bisection.
-        by_city: dict[str, list[tuple[int, int]]] = {}
-        for code, af, au in zip(
-            city_codes, active_from.tolist(), active_until.tolist(), strict=True
-        ):
-            by_city.setdefault(code, []).append((af, au))
         self._by_city: dict[str, tuple[list[int], list[int]]] = {}
-        for code, windows in by_city.items():
-            windows.sort()
-            running = list(itertools.accumulate((au for _, au in windows), max))
-            self._by_city[code] = ([af for af, _ in windows], running)
+        if len(city_codes):
+            cities, city = np.unique(np.array(city_codes), return_inverse=True)
+            order = np.lexsort((active_from, city.reshape(-1)))
+            bounds = np.searchsorted(city.reshape(-1)[order], np.arange(len(cities) + 1))
+            starts, ends = active_from[order], active_until[order]
+            for code, lo, hi in zip(cities.tolist(), bounds[:-1], bounds[1:], strict=True):
+                running = np.maximum.accumulate(ends[lo:hi])
+                self._by_city[code] = (starts[lo:hi].tolist(), running.tolist())
 
     def __len__(self) -> int:
         return len(self._geometries)
@@ -146,8 +145,28 @@ class RiskIndex:
     ) -> bool:
         """True if a point (rows of ``lonlat``: longitude, latitude) lies in (or within
         tolerance of) an area active at some time of its interval ``[starts, ends)``."""
+        return bool(self.point_hits(lonlat, starts, ends).any())
+
+    def point_hits(
+        self,
+        lonlat: npt.NDArray[np.float64],
+        starts: npt.NDArray[np.int64],
+        ends: npt.NDArray[np.int64],
+        groups: npt.NDArray[np.int64] | None = None,
+    ) -> npt.NDArray[np.bool_]:
+        """For each point (rows of ``lonlat``: longitude, latitude), whether it lies in (or
+        within tolerance of) an area active at some time of its interval ``[starts, ends)``.
+
+        One STRtree query and one time-overlap test for all the points, however many
+        itineraries they come from. ``groups`` (one non-negative number per point: the
+        itinerary it belongs to; all one group if omitted) bounds the tolerance test: a
+        group whose candidates hold more than :data:`MAX_CANDIDATE_COORDS` vertices has all
+        its points hit (fail closed), and the other groups are measured as if it were not
+        there, so one itinerary's answer never depends on another's.
+        """
+        hit = np.zeros(len(lonlat), dtype=bool)
         if not len(self._geometries) or not len(lonlat):
-            return False
+            return hit
         points = shapely.points(lonlat)
         lats, lons = lonlat[:, 1], lonlat[:, 0]
         if self._tolerance_m > 0:
@@ -155,31 +174,43 @@ class RiskIndex:
             pairs = self._tree.query(points, predicate="dwithin", distance=radius)
         else:
             pairs = self._tree.query(points, predicate="intersects")
-        if not pairs.shape[1]:
-            return False
         pi, ai = pairs
         active = (self._from[ai] < ends[pi]) & (starts[pi] < self._until[ai])
+        pi, ai = pi[active], ai[active]
+        if not len(pi):
+            return hit
         if self._tolerance_m <= 0:
-            return bool(active.any())
+            hit[pi] = True
+            return hit
         # The exact geodesic test, once per distinct (place, area): stays at the same place
         # share their measurements.
         _, first, place = np.unique(lonlat, axis=0, return_index=True, return_inverse=True)
-        place = place.reshape(-1)  # the place of each stay; first[q]: a stay at place q
-        keys = np.unique(place[pi[active]].astype(np.int64) * len(self._geometries) + ai[active])
-        if not len(keys):
-            return False
-        places, areas = np.divmod(keys, len(self._geometries))
-        # Its cost grows with the candidates' vertices: past the cap, the request counts as a
+        place = place.reshape(-1).astype(np.int64)  # first[q]: a stay at place q
+        n_areas, n_places = len(self._geometries), len(first)
+        if groups is None:
+            groups = np.zeros(len(lonlat), dtype=np.int64)
+        # Its cost grows with the candidates' vertices: past the cap, the group counts as a
         # hit (fail closed) rather than taking seconds of CPU (docs/limits.md).
-        if int(shapely.get_num_coordinates(self._geometries[areas]).sum()) > MAX_CANDIDATE_COORDS:
-            return True
+        owned = np.unique((groups[pi] * n_places + place[pi]) * n_areas + ai)
+        owner, owned_area = owned // (n_places * n_areas), owned % n_areas
+        cost = np.bincount(owner, weights=self._vertices[owned_area])
+        over = np.flatnonzero(cost > MAX_CANDIDATE_COORDS)
+        if len(over):
+            hit |= np.isin(groups, over)
+            keep = ~np.isin(groups[pi], over)
+            pi, ai = pi[keep], ai[keep]
+        keys, inverse = np.unique(place[pi] * n_areas + ai, return_inverse=True)
+        places, areas = np.divmod(keys, n_areas)
+        within = np.zeros(len(keys), dtype=bool)
         for q in np.unique(places).tolist():
+            mine = places == q
             p = int(first[q])
-            near = self._geometries[areas[places == q]]
-            distances = geodesy.distances_m(float(lats[p]), float(lons[p]), near)
-            if bool((distances <= self._tolerance_m).any()):
-                return True
-        return False
+            near = self._geometries[areas[mine]]
+            within[mine] = geodesy.distances_m(float(lats[p]), float(lons[p]), near) <= (
+                self._tolerance_m
+            )
+        hit[pi[within[inverse.reshape(-1)]]] = True
+        return hit
 
     def any_city_hit(self, city_code: str, start: int, end: int) -> bool:
         """True if ``city_code`` holds an area active at some time in ``[start, end)``."""
@@ -226,33 +257,44 @@ class RiskAreaBundle:
         policy = Policy.from_proto(msg.policy) if msg.HasField("policy") else Policy()
         flagged = {int(level) for level in policy.flagged_levels}
 
-        n = len(msg.areas)
-        wkbs: list[bytes] = []
+        # One pass reads every field (upb's field access is most of the cost); the checks
+        # then run over the columns, and only a failure looks for the first bad area.
+        ids: list[str] = []
         codes: list[str] = []
-        active_from = np.empty(n, dtype=np.int64)
-        active_until = np.empty(n, dtype=np.int64)
-        keep = np.zeros(n, dtype=bool)
-        seen: set[str] = set()
-        for i, area in enumerate(msg.areas):
-            if not area.id or area.id in seen:
-                raise MalformedError(f"areas[{i}].id: must be non-empty and unique")
-            seen.add(area.id)
-            if not is_city_code(area.city_code):
-                raise MalformedError(f"areas[{i}].city_code: must be a prefecture-level code")
-            if int(area.level) not in (Level.LOW, Level.MEDIUM, Level.HIGH):
-                raise MalformedError(f"areas[{i}].level: must be low, medium or high")
-            if not area.HasField("active_from"):
-                raise MalformedError(f"areas[{i}].active_from: required")
-            active_from[i] = area.active_from.seconds
-            if area.HasField("active_until"):
-                active_until[i] = area.active_until.seconds
-                if active_until[i] <= active_from[i]:
-                    raise MalformedError(f"areas[{i}].active_until: must be after active_from")
-            else:
-                active_until[i] = OPEN_END
-            wkbs.append(area.geometry_wkb)
+        levels: list[int] = []
+        starts: list[int | None] = []
+        ends: list[int] = []
+        wkbs: list[bytes] = []
+        for area in msg.areas:
+            ids.append(area.id)
             codes.append(area.city_code)
-            keep[i] = area.level in flagged
+            levels.append(area.level)
+            starts.append(area.active_from.seconds if area.HasField("active_from") else None)
+            ends.append(area.active_until.seconds if area.HasField("active_until") else OPEN_END)
+            wkbs.append(area.geometry_wkb)
+        n = len(ids)
+        if "" in ids or len(set(ids)) != n:
+            seen: set[str] = set()
+            for i, area_id in enumerate(ids):
+                if not area_id or area_id in seen:
+                    raise MalformedError(f"areas[{i}].id: must be non-empty and unique")
+                seen.add(area_id)
+        if not all(map(is_city_code, set(codes))):
+            i = next(i for i, code in enumerate(codes) if not is_city_code(code))
+            raise MalformedError(f"areas[{i}].city_code: must be a prefecture-level code")
+        level = np.array(levels, dtype=np.int64)
+        bad = np.flatnonzero(~np.isin(level, [Level.LOW, Level.MEDIUM, Level.HIGH]))
+        if len(bad):
+            raise MalformedError(f"areas[{bad[0]}].level: must be low, medium or high")
+        if None in starts:
+            raise MalformedError(f"areas[{starts.index(None)}].active_from: required")
+        active_from = np.array(starts, dtype=np.int64)
+        active_until = np.array(ends, dtype=np.int64)
+        bad = np.flatnonzero(active_until <= active_from)
+        if len(bad):
+            raise MalformedError(f"areas[{bad[0]}].active_until: must be after active_from")
+        keep = np.isin(level, list(flagged))
+        del ids, levels, starts, ends
 
         try:
             geometries = shapely.from_wkb(np.array(wkbs, dtype=object), on_invalid="raise")

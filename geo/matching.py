@@ -1,6 +1,7 @@
 """The matching rule of SPEC.md: which itineraries get a pop-up.
 
-:func:`evaluate` takes validated stays, a bundle and ``now`` and returns a :class:`Status`:
+:func:`evaluate` takes validated stays, a bundle and ``now`` and returns a :class:`Status`
+(:func:`evaluate_batch` the same for many itineraries at once, sharing one index query):
 
 1. Each stay is clipped to ``[now - window, now]``; a stay wholly outside is ignored.
 2. Per city, the union of its clipped intervals is summed; the city qualifies when the sum
@@ -23,51 +24,87 @@ from staycheck.geo.bundle import RiskAreaBundle
 from staycheck.geo.itinerary import Status, Stay
 
 
-def qualifying(
-    stays: Sequence[Stay], *, now: int, window_s: int, min_stay_s: int
-) -> list[tuple[Stay, int, int]]:
-    """Clipped ``(stay, start, end)`` of the stays whose city meets the minimum stay."""
-    w0 = now - window_s
-    by_city: dict[str, list[tuple[Stay, int, int]]] = {}
-    for stay in stays:
-        start = max(stay.arrival, w0)
-        end = min(stay.departure, now)
-        if start < end:
-            by_city.setdefault(stay.city_code, []).append((stay, start, end))
-    result: list[tuple[Stay, int, int]] = []
-    for clipped in by_city.values():
-        total = 0
-        cur_start = cur_end = None
-        for _, start, end in sorted(clipped, key=lambda c: c[1]):
-            if cur_end is None or start > cur_end:
-                if cur_end is not None and cur_start is not None:
-                    total += cur_end - cur_start
-                cur_start, cur_end = start, end
-            elif end > cur_end:
-                cur_end = end
-        if cur_end is not None and cur_start is not None:
-            total += cur_end - cur_start
-        if total >= min_stay_s:
-            result.extend(clipped)
-    return result
-
-
 def evaluate(stays: Sequence[Stay], bundle: RiskAreaBundle, *, now: int) -> Status:
     """Apply the matching rule; see the module docstring."""
+    return evaluate_batch((stays,), bundle, now=now)[0]
+
+
+def evaluate_batch(
+    itineraries: Sequence[Sequence[Stay]], bundle: RiskAreaBundle, *, now: int
+) -> list[Status]:
+    """:func:`evaluate` of each itinerary, in order, with one index query for them all.
+
+    Each itinerary is read once: its stays clipped to the window and grouped by city, each
+    city's covered time summed (steps 1 and 2), and the stays of qualifying cities either
+    looked up by city (no location) or queued. Then the queued stays of *every* itinerary go
+    to the index together: one STRtree query and one time-overlap test
+    (:meth:`~staycheck.geo.bundle.RiskIndex.point_hits`). An itinerary's verdict comes from
+    its own stays only: a batch of one is :func:`evaluate`, and no answer depends on what
+    else is in the batch.
+    """
     policy = bundle.policy
-    candidates = qualifying(stays, now=now, window_s=policy.window_s, min_stay_s=policy.min_stay_s)
-    if not candidates:
-        return Status.NO_ABNORMALITY
     index = bundle.index
-    located = [(c, c[0].location) for c in candidates if c[0].location is not None]
-    for stay, start, end in candidates:
-        if stay.location is None and index.any_city_hit(stay.city_code, start, end):
-            return Status.REVIEW_REQUIRED
-    if located:
-        # (longitude, latitude) rows: the order of GeoJSON and of the index.
-        coords = np.array([(lon, lat) for _, (lat, lon) in located], dtype=np.float64)
-        starts = np.array([c[1] for c, _ in located], dtype=np.int64)
-        ends = np.array([c[2] for c, _ in located], dtype=np.int64)
-        if index.any_point_hit(coords, starts, ends):
-            return Status.REVIEW_REQUIRED
-    return Status.NO_ABNORMALITY
+    w0, min_stay = now - policy.window_s, policy.min_stay_s
+    statuses = [Status.NO_ABNORMALITY] * len(itineraries)
+    lonlat: list[tuple[float, float]] = []  # (longitude, latitude): GeoJSON's order, the index's
+    starts: list[int] = []
+    ends: list[int] = []
+    owners: list[int] = []
+    for k, stays in enumerate(itineraries):
+        by_city: dict[str, list[tuple[int, int, tuple[float, float] | None]]] = {}
+        for code, arrival, departure, location in stays:
+            start = arrival if arrival > w0 else w0
+            end = departure if departure < now else now
+            if start < end:
+                clipped = by_city.get(code)
+                if clipped is None:
+                    by_city[code] = [(start, end, location)]
+                else:
+                    clipped.append((start, end, location))
+        queued = len(owners)
+        for code, clipped in by_city.items():
+            if _covered(clipped) < min_stay:
+                continue
+            for start, end, location in clipped:
+                if location is not None:
+                    lonlat.append((location[1], location[0]))
+                    starts.append(start)
+                    ends.append(end)
+                    owners.append(k)
+                elif index.any_city_hit(code, start, end):
+                    statuses[k] = Status.REVIEW_REQUIRED
+                    break
+            if statuses[k] is Status.REVIEW_REQUIRED:
+                del lonlat[queued:], starts[queued:], ends[queued:], owners[queued:]
+                break
+    if owners:
+        groups = np.array(owners, dtype=np.int64)
+        hits = index.point_hits(
+            np.array(lonlat, dtype=np.float64),
+            np.array(starts, dtype=np.int64),
+            np.array(ends, dtype=np.int64),
+            groups,
+        )
+        for k in set(groups[hits].tolist()):
+            statuses[k] = Status.REVIEW_REQUIRED
+    return statuses
+
+
+def _covered(clipped: list[tuple[int, int, tuple[float, float] | None]]) -> int:
+    """The length of the union of the ``[start, end)`` intervals (overlaps counted once)."""
+    if len(clipped) == 1:
+        return clipped[0][1] - clipped[0][0]
+    ordered = sorted(clipped, key=_by_start)
+    total = 0
+    cur_start, cur_end, _ = ordered[0]
+    for start, end, _ in ordered[1:]:
+        if start > cur_end:
+            total += cur_end - cur_start
+            cur_start, cur_end = start, end
+        elif end > cur_end:
+            cur_end = end
+    return total + cur_end - cur_start
+
+
+def _by_start(interval: tuple[int, int, tuple[float, float] | None]) -> int:
+    return interval[0]

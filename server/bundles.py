@@ -3,8 +3,9 @@
 :class:`RepositoryBundles` is what the server asks for its areas (``current``,
 ``bundle_for``, ``serving``, ``changed``, ``reload``): every
 ``refresh_interval_s`` the watcher asks :meth:`changed`, and :meth:`reload` runs one
-``staycheck.server.follower.RepositoryFollower.refresh`` on a thread of its own, waited for
-at most ``refresh_timeout_s`` (a hung repository never holds the watcher, health or
+``staycheck.server.follower.RepositoryFollower.refresh`` and the index build on a thread of
+its own, at a lower priority than the threads that answer calls, waited for at most
+``refresh_timeout_s`` (a hung repository never holds the watcher, health or
 expiry). A refresh that fails any check, of TUF's or ours, is logged with its reason and
 changes nothing: the last good set keeps serving until its metadata expires, then the
 server fails closed (``bundle_for`` raises ``UnavailableError``: FAILED_PRECONDITION, health
@@ -18,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +30,21 @@ from staycheck.geo.errors import UnavailableError
 from staycheck.server.follower import Refreshed, RepositoryFollower
 
 log = logging.getLogger("staycheck.bundle")
+
+
+BACKGROUND_NICE = 10
+"""How much nicer than the server's other threads the refresh thread runs (Linux keeps a
+nice value per thread): on a busy core, the scheduler gives the calls' threads the CPU
+first while the refresh and the index build run in C with the GIL released."""
+
+
+def lower_thread_priority() -> None:
+    """Make the calling thread :data:`BACKGROUND_NICE` nicer, where the system allows."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: the same priority then
+        pass
 
 
 class ReadNotFinishedError(UnavailableError):
@@ -84,8 +101,10 @@ class RepositoryBundles:
         self._timeout = refresh_timeout_s
         self._monotonic = monotonic
         self._on_change = on_change
-        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tuf-refresh")
-        self._pending: concurrent.futures.Future[Refreshed] | None = None
+        self._worker = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="tuf-refresh", initializer=lower_thread_priority
+        )
+        self._pending: concurrent.futures.Future[tuple[Refreshed, RiskAreaBundle]] | None = None
         self._lock = threading.Lock()
         self._current: RiskAreaBundle | None = None
         self._last_attempt: float | None = None
@@ -117,8 +136,7 @@ class RepositoryBundles:
         with self._lock:
             self._last_attempt = self._monotonic()
             try:
-                refreshed = self._bounded()
-                bundle = self._bundle(refreshed)
+                refreshed, bundle = self._bounded()
             except Exception as e:
                 reason = type(e).__name__
                 self.stats.count(reason)
@@ -168,10 +186,16 @@ class RepositoryBundles:
             )
         return RiskAreaBundle.from_proto(msg, digest=refreshed.content)
 
-    def _bounded(self) -> Refreshed:
+    def _refresh(self, now: int) -> tuple[Refreshed, RiskAreaBundle]:
+        refreshed = self._follower.refresh(now=now)
+        return refreshed, self._bundle(refreshed)
+
+    def _bounded(self) -> tuple[Refreshed, RiskAreaBundle]:
+        """The refresh and the index build, on the worker thread (at a lower priority than
+        the threads that answer calls), waited for at most ``refresh_timeout_s``."""
         if self._pending is not None and not self._pending.done():
             raise ReadNotFinishedError("an earlier repository refresh has not finished")
-        future = self._worker.submit(self._follower.refresh, now=self._clock())
+        future = self._worker.submit(self._refresh, self._clock())
         self._pending = future
         try:
             return future.result(timeout=self._timeout)

@@ -56,6 +56,19 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error"
 
 
+def refusal(error: BaseException, what: str) -> tuple[grpc.StatusCode, str]:
+    """:func:`status_for` of ``error``; an unexpected one (INTERNAL) is logged first, as
+    ``what`` failed, by type and place only."""
+    code, details = status_for(error)
+    if code is grpc.StatusCode.INTERNAL:
+        tb = error.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+        log.error("%s failed: %s at %s", what, type(error).__name__, where)
+    return code, details
+
+
 class _Undecodable:
     __slots__ = ()
 
@@ -101,13 +114,6 @@ def grpc_errors(method: F) -> F:
                 raise UNDECODABLE_ERROR
             return method(self, request, context)
         except Exception as e:
-            code, details = status_for(e)
-            if code is grpc.StatusCode.INTERNAL:
-                tb = e.__traceback__
-                while tb is not None and tb.tb_next is not None:
-                    tb = tb.tb_next
-                where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
-                log.error("%s failed: %s at %s", method.__name__, type(e).__name__, where)
-            context.abort(code, details)
+            context.abort(*refusal(e, method.__name__))
 
     return wrapper  # type: ignore[return-value]

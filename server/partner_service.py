@@ -5,22 +5,22 @@ trust store (our own keys always included, rotations too). The streaming calls t
 more items per message (at most ``partner_max_items_per_message``, checked before any work
 by the partner interceptor) and answer with one result per item, in order, with the item's
 position in the stream, sent back as they are computed; a bad item gets its own error and
-the stream goes on.
+the stream goes on. Itineraries are matched a chunk at a time (one index query for up to
+:data:`RESULTS_PER_RESPONSE` items), each answered as if it had come alone.
 Memory stays bounded: each handler pulls the next request only after its answer has been
 handed to gRPC, whose HTTP/2 flow control then holds the partner back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from staycheck.geo.errors import Error, InvalidInputError, SignedDataError
-from staycheck.server.binding_input import read_binding
 from staycheck.server.errors import UNDECODABLE, UNDECODABLE_ERROR, grpc_errors, status_for
-from staycheck.server.service import VerdictCore
+from staycheck.server.service import Refusal, VerdictCore
 from staycheck.trust.binding import BINDING_LENGTH
 from staycheck.trust.truststore import TrustStore
 from staycheck.trust.verifier import (
@@ -39,7 +39,8 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 Response = TypeVar("Response")
 RESULTS_PER_RESPONSE = 100
-"""Results are sent back in responses of this many, as they are computed."""
+"""Results are sent back in responses of this many, as they are computed; the items of a
+submission stream are matched in chunks of this many (one index query per chunk)."""
 
 
 class PartnerVerificationServicer(ppb_grpc.PartnerVerificationServicer):
@@ -84,6 +85,13 @@ class PartnerVerificationServicer(ppb_grpc.PartnerVerificationServicer):
         """A bad item (or an undecodable message, as one item) is answered ``valid=False``
         with the error's details as the reason."""
 
+        def verified(index: int, item: ppb.VerifyVerdictRequest) -> ppb.VerifyVerdictsResult:
+            try:
+                result = self._verify(item)
+            except Error as e:
+                result = ppb.VerifyVerdictResponse(valid=False, reason=status_for(e)[1])
+            return ppb.VerifyVerdictsResult(index=index, result=result)
+
         def refused(index: int, code: grpc.StatusCode, details: str) -> ppb.VerifyVerdictsResult:
             result = ppb.VerifyVerdictResponse(valid=False, reason=details)
             return ppb.VerifyVerdictsResult(index=index, result=result)
@@ -91,31 +99,37 @@ class PartnerVerificationServicer(ppb_grpc.PartnerVerificationServicer):
         return _per_item(
             requests,
             items=lambda request: request.verdicts,
-            answer=lambda i, item: ppb.VerifyVerdictsResult(index=i, result=self._verify(item)),
+            answer=lambda first, chunk: [verified(first + i, v) for i, v in enumerate(chunk)],
             refuse=refused,
-            catch=Error,
             respond=lambda results: ppb.VerifyVerdictsResponse(results=results),
         )
 
     def SubmitItineraries(
         self, requests: Iterator[ppb.SubmitItinerariesRequest], context: grpc.ServicerContext
     ) -> Iterator[ppb.SubmitItinerariesResponse]:
-        """An undecodable message counts as one item, answered with its error."""
+        """An undecodable message counts as one item, answered with its error. The items of a
+        chunk are matched together (``VerdictCore.submit_many``); each gets its own answer."""
 
-        def submitted(index: int, item: ppb.ItineraryItem) -> ppb.ItineraryResult:
-            verdict = self._core.submit(item.itinerary, *read_binding(item))
-            return ppb.ItineraryResult(index=index, verdict=verdict)
+        def result(
+            index: int, outcome: pb.SubmitItineraryResponse | Refusal
+        ) -> ppb.ItineraryResult:
+            if isinstance(outcome, tuple):
+                return refused(index, *outcome)
+            return ppb.ItineraryResult(index=index, verdict=outcome)
 
         def refused(index: int, code: grpc.StatusCode, details: str) -> ppb.ItineraryResult:
             error = ppb.ItemError(code=code.name, message=details)
             return ppb.ItineraryResult(index=index, error=error)
+
+        def submitted(first: int, chunk: Sequence[ppb.ItineraryItem]) -> list[ppb.ItineraryResult]:
+            outcomes = self._core.submit_many(chunk)
+            return [result(first + i, outcome) for i, outcome in enumerate(outcomes)]
 
         return _per_item(
             requests,
             items=lambda request: request.items,
             answer=submitted,
             refuse=refused,
-            catch=Exception,  # every exception: each item its own error
             respond=lambda results: ppb.SubmitItinerariesResponse(results=results),
         )
 
@@ -123,39 +137,31 @@ class PartnerVerificationServicer(ppb_grpc.PartnerVerificationServicer):
 def _per_item(
     requests: Iterator[Request],
     *,
-    items: Callable[[Request], Iterable[Item]],
-    answer: Callable[[int, Item], Result],
+    items: Callable[[Request], Sequence[Item]],
+    answer: Callable[[int, Sequence[Item]], list[Result]],
     refuse: Callable[[int, grpc.StatusCode, str], Result],
-    catch: type[Exception],
     respond: Callable[[list[Result]], Response],
 ) -> Iterator[Response]:
     """The partner streams' loop: for each request message, one result per item, in order,
-    sent as they are computed in responses of at most :data:`RESULTS_PER_RESPONSE` results
-    (a message with no item gets one empty response). The index passed to ``answer`` and
-    ``refuse`` counts items across the whole stream; an undecodable message counts as one
-    item that fails with
-    :data:`UNDECODABLE_ERROR`. ``answer`` makes an item's result; an exception of type
-    ``catch`` that it raises becomes ``refuse``'s result for that item, given the code and
-    details of :func:`status_for` (which never echo values), and the stream goes on; any
-    other exception ends the stream. The next message is pulled only once the response to
-    the previous one has been handed over (bounded memory, see the module docstring).
+    in responses of at most :data:`RESULTS_PER_RESPONSE` results, each sent once computed
+    (a message with no item gets one empty response). ``answer(first, chunk)`` makes the
+    results of up to that many consecutive items, ``first`` being the first one's index
+    across the whole stream; it answers each item, errors included, itself. An undecodable
+    message counts as one item, given ``refuse``'s result for :data:`UNDECODABLE_ERROR`.
+    The next message is pulled only once the response to the previous one has been handed
+    over (bounded memory, see the module docstring).
     """
     index = 0
     for request in requests:
-        batch: Iterable[Item | None] = [None] if request is UNDECODABLE else items(request)
-        results: list[Result] = []
-        answered = False
-        for item in batch:
-            try:
-                if item is None:
-                    raise UNDECODABLE_ERROR
-                result = answer(index, item)
-            except catch as e:
-                result = refuse(index, *status_for(e))
-            results.append(result)
+        if request is UNDECODABLE:
+            yield respond([refuse(index, *status_for(UNDECODABLE_ERROR))])
             index += 1
-            if len(results) == RESULTS_PER_RESPONSE:
-                yield respond(results)
-                results, answered = [], True
-        if results or not answered:
-            yield respond(results)
+            continue
+        batch = items(request)
+        if not batch:
+            yield respond([])
+            continue
+        for lo in range(0, len(batch), RESULTS_PER_RESPONSE):
+            chunk = batch[lo : lo + RESULTS_PER_RESPONSE]
+            yield respond(answer(index, chunk))
+            index += len(chunk)

@@ -21,16 +21,18 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from staycheck.geo.bundle import RiskAreaBundle
 from staycheck.geo.errors import InvalidInputError, UnavailableError
 from staycheck.geo.itinerary import ItineraryLimits, Status, Stay, validate
-from staycheck.geo.matching import evaluate
+from staycheck.geo.matching import evaluate, evaluate_batch
 from staycheck.server.binding_input import read_binding
 from staycheck.server.bundles import RepositoryBundles
-from staycheck.server.errors import grpc_errors
+from staycheck.server.errors import grpc_errors, refusal
 from staycheck.server.keystore import VerdictKeyStore
 from staycheck.server.pkcs11 import Pkcs11Signer
 from staycheck.trust.binding import BindingParameters
@@ -42,6 +44,9 @@ from staycheck.v1 import verification_pb2_grpc as pb_grpc
 log = logging.getLogger("staycheck.server")
 _PAST, _FUTURE = -sys.maxsize - 1, sys.maxsize
 _Selected = tuple[TokenSigner, str, int, int, int, Signer | None]
+Refusal = tuple[grpc.StatusCode, str]
+"""An item's error as :func:`staycheck.server.errors.status_for` gives it: code, details."""
+_NOT_DONE: Refusal = (grpc.StatusCode.INTERNAL, "internal error")
 
 
 def stays_from_proto(itinerary: pb.Itinerary, *, limits: ItineraryLimits) -> list[Stay]:
@@ -150,12 +155,85 @@ class VerdictCore:
         binding_params: BindingParameters | None = None,
     ) -> pb.SubmitItineraryResponse:
         """Match and sign; ``binding`` and ``binding_params`` as read and checked by
-        ``staycheck.server.binding_input.read_binding``."""
+        ``staycheck.server.binding_input.read_binding``. Raises our errors."""
         now = self.clock()
         bundle = self.bundles.bundle_for(now)
         stays = stays_from_proto(itinerary, limits=self._limits)
         validate(stays, now=now, limits=self._limits)
         status = evaluate(stays, bundle, now=now)
+        return self._answer(status, bundle, now, binding, binding_params)
+
+    def submit_many(self, items: Sequence[Any]) -> list[pb.SubmitItineraryResponse | Refusal]:
+        """:meth:`submit` of many items (``ItineraryItem`` or ``SubmitItineraryRequest``
+        messages: an itinerary with its binding), one result each, in order: the response,
+        or the item's :data:`Refusal`. The items are read and validated one by one, matched
+        together (:func:`staycheck.geo.matching.evaluate_batch`: one index query for the
+        lot) and signed one by one, all at one ``now`` against one risk-area set. An item's
+        error is its own: should the batched match fail unexpectedly, each item is matched
+        alone, so only the one that fails is refused.
+
+        Errors become refusals at once (no exception object outlives its item's step, so
+        nothing of a request is kept by a traceback).
+        """
+        now = self.clock()
+        try:
+            bundle: RiskAreaBundle | None = self.bundles.bundle_for(now)
+            unavailable: Refusal | None = None
+        except Exception as e:  # every item that gets this far gets this answer
+            bundle, unavailable = None, refusal(e, "SubmitItineraries")
+        results: list[pb.SubmitItineraryResponse | Refusal] = [_NOT_DONE] * len(items)
+        accepted: list[tuple[int, list[Stay], bytes, BindingParameters | None]] = []
+        for k, item in enumerate(items):
+            try:  # in the order of SubmitItinerary: the binding, the areas, the stays
+                binding, params = read_binding(item)
+                if unavailable is not None:
+                    results[k] = unavailable
+                    continue
+                stays = stays_from_proto(item.itinerary, limits=self._limits)
+                validate(stays, now=now, limits=self._limits)
+            except Exception as e:
+                results[k] = refusal(e, "SubmitItineraries")
+            else:
+                accepted.append((k, stays, binding, params))
+        if bundle is None:
+            return results
+        matched = self._match_all([stays for _, stays, _, _ in accepted], bundle, now)
+        for (k, _, binding, params), status in zip(accepted, matched, strict=True):
+            if not isinstance(status, Status):
+                results[k] = status
+                continue
+            try:
+                results[k] = self._answer(status, bundle, now, binding, params)
+            except Exception as e:
+                results[k] = refusal(e, "SubmitItineraries")
+        return results
+
+    def _match_all(
+        self, itineraries: list[list[Stay]], bundle: RiskAreaBundle, now: int
+    ) -> list[Status | Refusal]:
+        try:
+            return list(evaluate_batch(itineraries, bundle, now=now))
+        except Exception:
+            log.warning(
+                "a batched match failed; matching its %d items one by one", len(itineraries)
+            )
+        matched: list[Status | Refusal] = []
+        for stays in itineraries:
+            try:
+                matched.append(evaluate(stays, bundle, now=now))
+            except Exception as e:
+                matched.append(refusal(e, "SubmitItineraries"))
+        return matched
+
+    def _answer(
+        self,
+        status: Status,
+        bundle: RiskAreaBundle,
+        now: int,
+        binding: bytes,
+        binding_params: BindingParameters | None,
+    ) -> pb.SubmitItineraryResponse:
+        """The signed response for a matched itinerary."""
         if self._on_verdict is not None:
             self._on_verdict(status)
         verdict = issue_verdict(
@@ -174,13 +252,14 @@ class VerdictCore:
             if self._on_signer_down is not None:
                 self._on_signer_down()
             raise
-        return pb.SubmitItineraryResponse(
+        response = pb.SubmitItineraryResponse(
             status=pb.VerdictStatus.ValueType(status),
             token=token,
-            issued_at=Timestamp(seconds=verdict.issued_at),
-            expires_at=Timestamp(seconds=verdict.expires_at),
             riskset_version=verdict.riskset_version,
         )
+        response.issued_at.seconds = verdict.issued_at
+        response.expires_at.seconds = verdict.expires_at
+        return response
 
 
 class ItineraryVerificationServicer(pb_grpc.ItineraryVerificationServicer):
