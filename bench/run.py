@@ -641,7 +641,7 @@ def refresh_under_load(
     a second round of N calls runs, during which the server gets SIGHUP. The refresh lasts
     from the signal until the server reports the new snapshot version (polled every
     20 ms); the calls whose span overlaps it are "during the refresh". N is enough calls
-    for about 1 s before the signal and sixteen times ``expect_s`` (at least 8 s) after it.
+    for about 1 s before the signal and 24 times ``expect_s`` (at least 12 s) after it.
 
     The load is closed-loop (a fixed number of calls in flight): while the server stalls,
     no new calls start, so this understates what clients arriving at a fixed rate would
@@ -658,8 +658,8 @@ def refresh_under_load(
         size = len(call_raw(srv.target, SUBMIT, body))
         warm = _measure(srv, SUBMIT, body, 300 if s.quick else 2000, s, size, loadgen_cpus)
         # The refresh thread runs at a lower priority (server.bundles.BACKGROUND_NICE), so
-        # under full load it takes several times its idle duration: cover sixteen times that.
-        count = int(warm.calls_per_s * (lead_s + max(16 * expect_s, 8.0) + 1.0))
+        # under full load it takes several times its idle duration: cover twenty-four times that.
+        count = int(warm.calls_per_s * (lead_s + max(24 * expect_s, 12.0) + 1.0))
 
         def load() -> LoadResult:
             return drive(
