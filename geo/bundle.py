@@ -294,12 +294,14 @@ class RiskAreaBundle:
         if len(bad):
             raise MalformedError(f"areas[{bad[0]}].active_until: must be after active_from")
         keep = np.isin(level, list(flagged))
-        del ids, levels, starts, ends
+        del ids, levels, starts, ends  # memory: 100 000 areas hold tens of MiB in these lists
 
         try:
             geometries = shapely.from_wkb(np.array(wkbs, dtype=object), on_invalid="raise")
         except Exception as e:  # shapely raises GEOSException and others on bad WKB
             raise MalformedError("areas: geometry_wkb is not valid WKB") from e
+        finally:
+            del wkbs
         _check_geometries(geometries)
         idx = np.flatnonzero(keep)
         index = RiskIndex(
