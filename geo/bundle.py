@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import enum
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -263,36 +264,31 @@ class RiskAreaBundle:
         codes: list[str] = []
         levels: list[int] = []
         starts: list[int | None] = []
-        ends: list[int] = []
+        ends: list[int | None] = []
         wkbs: list[bytes] = []
         for area in msg.areas:
             ids.append(area.id)
             codes.append(area.city_code)
             levels.append(area.level)
             starts.append(area.active_from.seconds if area.HasField("active_from") else None)
-            ends.append(area.active_until.seconds if area.HasField("active_until") else OPEN_END)
+            ends.append(area.active_until.seconds if area.HasField("active_until") else None)
             wkbs.append(area.geometry_wkb)
         n = len(ids)
-        if "" in ids or len(set(ids)) != n:
-            seen: set[str] = set()
-            for i, area_id in enumerate(ids):
-                if not area_id or area_id in seen:
-                    raise MalformedError(f"areas[{i}].id: must be non-empty and unique")
-                seen.add(area_id)
-        if not all(map(is_city_code, set(codes))):
-            i = next(i for i, code in enumerate(codes) if not is_city_code(code))
-            raise MalformedError(f"areas[{i}].city_code: must be a prefecture-level code")
         level = np.array(levels, dtype=np.int64)
-        bad = np.flatnonzero(~np.isin(level, [Level.LOW, Level.MEDIUM, Level.HIGH]))
-        if len(bad):
-            raise MalformedError(f"areas[{bad[0]}].level: must be low, medium or high")
-        if None in starts:
-            raise MalformedError(f"areas[{starts.index(None)}].active_from: required")
+        bad_level = ~np.isin(level, [Level.LOW, Level.MEDIUM, Level.HIGH])
+        if (
+            "" in ids
+            or len(set(ids)) != n
+            or not all(map(is_city_code, set(codes)))
+            or bad_level.any()
+            or None in starts
+        ):
+            _first_bad_area(ids, codes, bad_level.tolist(), starts, ends)
         active_from = np.array(starts, dtype=np.int64)
-        active_until = np.array(ends, dtype=np.int64)
-        bad = np.flatnonzero(active_until <= active_from)
-        if len(bad):
-            raise MalformedError(f"areas[{bad[0]}].active_until: must be after active_from")
+        until_given = np.array([end is not None for end in ends], dtype=bool)
+        active_until = np.array([OPEN_END if end is None else end for end in ends], np.int64)
+        if ((active_until <= active_from) & until_given).any():
+            _first_bad_area(ids, codes, bad_level.tolist(), starts, ends)
         keep = np.isin(level, list(flagged))
         del ids, levels, starts, ends  # memory: 100 000 areas hold tens of MiB in these lists
 
@@ -312,6 +308,32 @@ class RiskAreaBundle:
             tolerance_m=policy.tolerance_m,
         )
         return cls(msg.version, issued_at, expires_at, policy, n, digest, index)
+
+
+def _first_bad_area(
+    ids: list[str],
+    codes: list[str],
+    bad_level: list[bool],
+    starts: list[int | None],
+    ends: list[int | None],
+) -> NoReturn:
+    """Raise the error of the first area that breaks a rule, its first rule broken, in the
+    order the rules are listed (called once a column check has found some fault)."""
+    seen: set[str] = set()
+    for i, area_id in enumerate(ids):
+        if not area_id or area_id in seen:
+            raise MalformedError(f"areas[{i}].id: must be non-empty and unique")
+        seen.add(area_id)
+        if not is_city_code(codes[i]):
+            raise MalformedError(f"areas[{i}].city_code: must be a prefecture-level code")
+        if bad_level[i]:
+            raise MalformedError(f"areas[{i}].level: must be low, medium or high")
+        start, end = starts[i], ends[i]
+        if start is None:
+            raise MalformedError(f"areas[{i}].active_from: required")
+        if end is not None and end <= start:
+            raise MalformedError(f"areas[{i}].active_until: must be after active_from")
+    raise AssertionError("a column check found a fault that no area has")
 
 
 _POLYGONAL = (shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON)

@@ -17,6 +17,7 @@ no I/O; ``evaluate`` does not validate (see ``staycheck.geo.itinerary.validate``
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,7 +39,8 @@ def evaluate_batch(
     city's covered time summed (steps 1 and 2), and the stays of qualifying cities either
     looked up by city (no location) or queued. Then the queued stays of *every* itinerary go
     to the index together: one STRtree query and one time-overlap test
-    (:meth:`~staycheck.geo.bundle.RiskIndex.point_hits`). An itinerary's verdict comes from
+    (:meth:`~staycheck.geo.bundle.RiskIndex.point_hits`); with a tolerance above 0, one
+    query per itinerary, whose candidates may be many. An itinerary's verdict comes from
     its own stays only: a batch of one is :func:`evaluate`, and no answer depends on what
     else is in the batch.
     """
@@ -77,15 +79,21 @@ def evaluate_batch(
             if statuses[k] is Status.REVIEW_REQUIRED:
                 del lonlat[queued:], starts[queued:], ends[queued:], owners[queued:]
                 break
-    if owners:
-        groups = np.array(owners, dtype=np.int64)
-        hits = index.point_hits(
-            np.array(lonlat, dtype=np.float64),
-            np.array(starts, dtype=np.int64),
-            np.array(ends, dtype=np.int64),
-            groups,
-        )
-        for k in set(groups[hits].tolist()):
+    if not owners:
+        return statuses
+    groups = np.array(owners, dtype=np.int64)
+    points = np.array(lonlat, dtype=np.float64)
+    begin, finish = np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)
+    if policy.tolerance_m > 0:
+        # A tolerance can give each stay thousands of candidates (docs/limits.md): query one
+        # itinerary at a time, so memory stays bounded by one itinerary's candidates.
+        bounds = np.flatnonzero(np.diff(groups, prepend=-1, append=len(itineraries))).tolist()
+        parts = list(itertools.pairwise(bounds))
+    else:
+        parts = [(0, len(groups))]
+    for lo, hi in parts:
+        hits = index.point_hits(points[lo:hi], begin[lo:hi], finish[lo:hi], groups[lo:hi])
+        for k in set(groups[lo:hi][hits].tolist()):
             statuses[k] = Status.REVIEW_REQUIRED
     return statuses
 

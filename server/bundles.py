@@ -25,12 +25,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from staycheck.geo.bundle import RiskAreaBundle
 from staycheck.geo.errors import UnavailableError
 from staycheck.server.follower import Refreshed, RepositoryFollower
 
 log = logging.getLogger("staycheck.bundle")
+T = TypeVar("T")
 
 
 BACKGROUND_NICE = 10
@@ -45,7 +47,7 @@ waiting for the GIL gets it after at most this long, so the refresh's pure-Pytho
 (TUF's JSON, reading the areas) hold a call up for half a millisecond at a time, not five.
 Measured (docs/performance.md, figure 5): with both, the p99 of calls during a 100 000-area
 refresh on a saturated core stays within 0.85-1.33x of the quiet p99, and the refresh takes
-5-10 s instead of 0.5 s; the refresh timeout is 30 s."""
+5-10 s instead of 0.5 s (the timeout bounds the download, not the index build)."""
 
 
 def lower_thread_priority() -> None:
@@ -114,7 +116,7 @@ class RepositoryBundles:
         self._worker = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="tuf-refresh", initializer=lower_thread_priority
         )
-        self._pending: concurrent.futures.Future[tuple[Refreshed, RiskAreaBundle]] | None = None
+        self._pending: concurrent.futures.Future[Refreshed] | None = None
         self._lock = threading.Lock()
         self._current: RiskAreaBundle | None = None
         self._last_attempt: float | None = None
@@ -196,27 +198,43 @@ class RepositoryBundles:
             )
         return RiskAreaBundle.from_proto(msg, digest=refreshed.content)
 
-    def _refresh(self, now: int) -> tuple[Refreshed, RiskAreaBundle]:
-        """On the worker thread: the TUF refresh, then the index (unless only metadata
-        moved on), with the switch interval shortened meanwhile."""
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(REFRESH_SWITCH_INTERVAL_S)
-        try:
-            refreshed = self._follower.refresh(now=now)
-            return refreshed, self._bundle(refreshed)
-        finally:
-            sys.setswitchinterval(interval)
-
     def _bounded(self) -> tuple[Refreshed, RiskAreaBundle]:
-        """The refresh and the index build, on the worker thread (at a lower priority than
-        the threads that answer calls), waited for at most ``refresh_timeout_s``."""
+        """The refresh, waited for at most ``refresh_timeout_s`` (the network can hang), then
+        the index build, waited for to the end (CPU work on checked content): both on the
+        worker thread, at a lower priority than the threads that answer calls."""
         if self._pending is not None and not self._pending.done():
             raise ReadNotFinishedError("an earlier repository refresh has not finished")
-        future = self._worker.submit(self._refresh, self._clock())
+        future = self._worker.submit(_quietly, self._follower.refresh, now=self._clock())
         self._pending = future
         try:
-            return future.result(timeout=self._timeout)
+            refreshed = future.result(timeout=self._timeout)
         except concurrent.futures.TimeoutError:
             raise ReadNotFinishedError(
                 f"the repository refresh did not finish within {self._timeout:g} s"
             ) from None
+        self._pending = None
+        return refreshed, self._worker.submit(_quietly, self._bundle, refreshed).result()
+
+
+_switch_lock = threading.Lock()
+_switch_holders = 0
+_switch_saved = 0.005
+
+
+def _quietly(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``work(*args, **kwargs)`` with the switch interval at
+    :data:`REFRESH_SWITCH_INTERVAL_S` (process-wide: the first of overlapping callers, say
+    two servers in one process, saves the interval in use and the last puts it back)."""
+    global _switch_holders, _switch_saved
+    with _switch_lock:
+        if _switch_holders == 0:
+            _switch_saved = sys.getswitchinterval()
+            sys.setswitchinterval(REFRESH_SWITCH_INTERVAL_S)
+        _switch_holders += 1
+    try:
+        return work(*args, **kwargs)
+    finally:
+        with _switch_lock:
+            _switch_holders -= 1
+            if _switch_holders == 0:
+                sys.setswitchinterval(_switch_saved)

@@ -94,3 +94,35 @@ def test_candidates_over_the_vertex_cap_fail_closed(ring, monkeypatch):
     assert _verdict(bundle) is Status.REVIEW_REQUIRED
     monkeypatch.setattr(bundle_module, "MAX_CANDIDATE_COORDS", 15_000)
     assert _verdict(bundle) is Status.NO_ABNORMALITY
+
+
+def test_a_batch_costs_the_memory_of_its_largest_itinerary_not_of_all(ring, monkeypatch):
+    """A partner message matched as one batch: with a tolerance, each located stay may have
+    thousands of candidates, so the candidate pairs are built one itinerary at a time (the
+    review of 2026-12-02 measured a joint query growing by about 240 MiB per such itinerary).
+    Four copies of one itinerary must not take four times the memory of one."""
+    import tracemalloc
+
+    from staycheck.geo.matching import evaluate_batch
+
+    bundle = _bundle(ring)
+    # Past the cap at once (fail closed, no geodesic measurement): the cost left is the
+    # query's candidate pairs, 200 distinct places x 3 000 areas.
+    monkeypatch.setattr(bundle_module, "MAX_CANDIDATE_COORDS", 1)
+    one = [
+        Stay("120100", NOW - DAY, NOW - DAY + 6 * HOUR, (TJ_LAT + k * 1e-5, TJ_LON))
+        for k in range(200)
+    ]
+    validate(one, now=NOW)
+
+    def peak(batch: list[list[Stay]]) -> int:
+        tracemalloc.start()
+        try:
+            assert evaluate_batch(batch, bundle, now=NOW) == [Status.REVIEW_REQUIRED] * len(batch)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    alone = peak([one])
+    assert alone > 10 * 2**20  # the pairs are really there: 600 000 of them, tens of MiB
+    assert peak([one] * 4) < 1.5 * alone

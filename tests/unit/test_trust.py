@@ -190,6 +190,36 @@ def test_bundle_invariant_refused(mutate):
         RiskAreaBundle.from_proto(msg, digest="0" * 64)
 
 
+def test_with_several_faults_the_first_bad_area_is_named():
+    """The areas are checked as columns, but the error still names the first area at fault
+    (and its first rule broken), as docs/rules.md's "only the first broken rule"."""
+    msg = _msg()
+    msg.areas[0].city_code = "999999"  # area 0: a code no city has
+    msg.areas.append(_area("A1"))  # area 1: a duplicate id (and valid otherwise)
+    msg.areas.append(_area("A3"))
+    msg.areas[2].ClearField("active_from")  # area 2: no start
+    with pytest.raises(MalformedError, match=r"^areas\[0\]\.city_code: "):
+        RiskAreaBundle.from_proto(msg, digest="")
+    msg.areas[0].city_code = msg.areas[2].city_code
+    with pytest.raises(MalformedError, match=r"^areas\[1\]\.id: "):
+        RiskAreaBundle.from_proto(msg, digest="")
+    msg.areas[1].id = "A2"
+    with pytest.raises(MalformedError, match=r"^areas\[2\]\.active_from: required"):
+        RiskAreaBundle.from_proto(msg, digest="")
+
+
+def test_an_open_ended_area_may_start_at_the_last_representable_second():
+    """R4: an area without ``active_until`` is active from ``active_from`` on, whatever that
+    is; only a given end must come after the start."""
+    msg = _msg()
+    msg.areas[0].ClearField("active_until")
+    msg.areas[0].active_from.seconds = 2**63 - 1
+    assert RiskAreaBundle.from_proto(msg, digest="").area_count == 1
+    msg.areas[0].active_until.seconds = 2**63 - 1
+    with pytest.raises(MalformedError, match=r"^areas\[0\]\.active_until: must be after"):
+        RiskAreaBundle.from_proto(msg, digest="")
+
+
 def test_payload_not_a_risk_area_bundle_is_refused():
     # 0xFF... is a truncated varint tag: no protobuf parser can read it.
     with pytest.raises(MalformedError):
