@@ -138,16 +138,6 @@ class RiskIndex:
     def __len__(self) -> int:
         return len(self._geometries)
 
-    def any_point_hit(
-        self,
-        lonlat: npt.NDArray[np.float64],
-        starts: npt.NDArray[np.int64],
-        ends: npt.NDArray[np.int64],
-    ) -> bool:
-        """True if a point (rows of ``lonlat``: longitude, latitude) lies in (or within
-        tolerance of) an area active at some time of its interval ``[starts, ends)``."""
-        return bool(self.point_hits(lonlat, starts, ends).any())
-
     def point_hits(
         self,
         lonlat: npt.NDArray[np.float64],

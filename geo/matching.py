@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from operator import itemgetter
 
 import numpy as np
 from staycheck.geo.bundle import RiskAreaBundle
@@ -102,7 +103,7 @@ def _covered(clipped: list[tuple[int, int, tuple[float, float] | None]]) -> int:
     """The length of the union of the ``[start, end)`` intervals (overlaps counted once)."""
     if len(clipped) == 1:
         return clipped[0][1] - clipped[0][0]
-    ordered = sorted(clipped, key=_by_start)
+    ordered = sorted(clipped, key=itemgetter(0))  # by start (a location may be None)
     total = 0
     cur_start, cur_end, _ = ordered[0]
     for start, end, _ in ordered[1:]:
@@ -112,7 +113,3 @@ def _covered(clipped: list[tuple[int, int, tuple[float, float] | None]]) -> int:
         elif end > cur_end:
             cur_end = end
     return total + cur_end - cur_start
-
-
-def _by_start(interval: tuple[int, int, tuple[float, float] | None]) -> int:
-    return interval[0]
